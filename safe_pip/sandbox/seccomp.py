@@ -1,0 +1,722 @@
+"""A small classic-BPF seccomp filter: builder and installer, without libseccomp.
+
+Why hand-rolled: the filter must work where libseccomp is absent (minimal images,
+some CI runners), and it must be short enough to audit in one sitting.  The
+program is a deny list -- everything not named here is allowed -- because the
+sandbox's containment comes from Landlock and namespaces; seccomp only removes
+kernel interfaces that would let code step around those layers (ptrace, mount,
+keyrings, io_uring, TIOCSTI, ...).
+
+Program layout
+==============
+
+``seccomp_data`` is ``{int nr; u32 arch; u64 ip; u64 args[6]}``, so ``nr`` sits at
+offset 0, ``arch`` at 4 and ``args[i]`` at ``16 + 8*i``.  Both supported
+architectures are little-endian, so the *low* 32 bits of ``args[i]`` are at
+``16 + 8*i``.  Every argument we inspect is a 32-bit ``int``/``unsigned int``
+in the kernel (socket family/type/protocol, ioctl cmd, personality) or only has
+meaningful bits in the low word (clone flags), so we load the low word only:
+garbage in the high half is ignored by the kernel and must be ignored by us too,
+or it slips past an equality test (CVE-2019-10063, the TIOCSTI bypass).
+
+::
+
+    ld  [4]                    arch
+    jeq AUDIT_ARCH_<build>, 1, 0
+    ret KILL_PROCESS           foreign ABI: i386 int 0x80, arm32 compat, ...
+    ld  [0]                    nr -- stays in A between blocks
+    jge 0x40000000, 0, 1       x86_64 only: x32 numbers (x32 shares the arch value)
+    ret ERRNO(ENOSYS)
+    -- argument blocks: ioctl, socket, socketpair, clone, personality --
+    jeq NR, 0, <past block>    not this syscall: skip the whole block
+    ld  [16 + 8*i]             low word of args[i]
+    ...                        compares; every path inside ends in a ret
+    -- plain blocks, one per denied syscall --
+    jeq NR, 0, 1
+    ret ERRNO(EPERM)           clone3: ERRNO(ENOSYS)
+    ...
+    ret ALLOW
+
+Why this shape:
+
+* Each block is self-contained and only jumps forward within itself, so a jump
+  offset is bounded by the size of one block, never by the length of the deny
+  list: the 8-bit ``jt``/``jf`` fields cannot overflow however long the list
+  grows.  The assembler still checks every offset and raises if one does not fit.
+* Arguments are loaded only after the syscall number matched.  Since 5.11 the
+  kernel emulates the filter once per syscall number and, when the verdict is
+  ALLOW without reading arguments, caches it and skips the filter for that
+  number.  So the linear scan costs nothing for read/write/futex/...; only the
+  argument-inspecting syscalls run the program, and they come first.
+* The arch check comes first and kills: a deny list keyed on x86_64 numbers
+  means nothing for an i386 ``int 0x80`` syscall, which uses other numbers.
+
+Arguments and policy choices
+============================
+
+* ``clone3`` gets ENOSYS (not EPERM) so glibc falls back to ``clone``, whose flags
+  are a register we can inspect; ``clone3`` passes them in memory, out of BPF's reach.
+* ``CLONE_NEWTIME`` (0x80) overlaps the exit-signal byte of ``clone``; the kernel
+  never honours it there, and no valid signal number has bit 7 set, so keeping it
+  in the mask refuses nothing legitimate.
+* ``personality``: only ``PER_LINUX`` (0) and the query ``0xffffffff`` are allowed.
+  Other values switch on ``ADDR_NO_RANDOMIZE``/``READ_IMPLIES_EXEC`` (weaker
+  exploit mitigations for whatever the sandbox execs) or legacy ABIs nobody needs.
+* ``socketpair(AF_UNIX)`` stays allowed even when ``socket_families`` excludes
+  AF_UNIX: multiprocessing and subprocess plumbing need connected pairs, and a
+  pair cannot reach anything outside the process tree.  ``socket(AF_UNIX)`` can be
+  refused because in fallback mode (no network namespace) Landlock before ABI 9
+  does not mediate ``connect()`` to pathname unix sockets, so a fresh AF_UNIX
+  socket could talk to session services.
+* Socket types are masked with 0xf before comparing: Python always ORs in
+  ``SOCK_CLOEXEC`` (and maybe ``SOCK_NONBLOCK``).
+* x32 syscalls get ENOSYS rather than a kill: that is exactly what a kernel
+  built without x32 answers, and nothing legitimate in an x86_64 process uses them.
+* The mount-API siblings ``open_tree_attr`` (6.15), ``quotactl_fd`` and the
+  fd-stealing ``pidfd_getfd`` are denied alongside their older relatives.
+
+Import cost matters (``safe-run`` start-up): this module imports only ``os``,
+``struct``, ``dataclasses``, ``collections.abc`` and ``safe_pip.errors``;
+``ctypes`` (about 5 ms) is imported inside :func:`install_filter`, which runs in
+the child that already pays for it (Landlock uses ctypes too).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from safe_pip.errors import SandboxUnavailable
+
+__all__ = [
+    "SUPPORTED_ARCHES",
+    "SeccompError",
+    "SeccompOptions",
+    "build_filter",
+    "denied_syscall_names",
+    "describe_filter",
+    "install_filter",
+]
+
+
+class SeccompError(SandboxUnavailable):
+    """The filter cannot be built or installed; the sandbox must not start without it."""
+
+
+@dataclass(frozen=True)
+class SeccompOptions:
+    """What the filter allows beyond the fixed deny list.
+
+    ``socket_families``: None leaves ``socket()`` unrestricted; otherwise only these
+    address families succeed and the rest get EAFNOSUPPORT (what a kernel without
+    that family would say, so programs fall back gracefully).
+    ``inet_stream_only``: AF_INET/AF_INET6 sockets only as SOCK_STREAM with protocol
+    0 or IPPROTO_TCP (no UDP, raw, SCTP or MPTCP); others get EPERM.
+    ``deny_namespaces``: refuse unshare/setns/clone with CLONE_NEW* -- True once our
+    own namespace setup is done.
+    """
+
+    socket_families: frozenset[int] | None = None
+    inet_stream_only: bool = False
+    deny_namespaces: bool = True
+
+
+# --- kernel ABI constants (linux/seccomp.h, linux/bpf_common.h, linux/audit.h) ---
+
+_BPF_LD_W_ABS = 0x00 | 0x00 | 0x20  # BPF_LD | BPF_W | BPF_ABS
+_BPF_ALU_AND_K = 0x04 | 0x50 | 0x00  # BPF_ALU | BPF_AND | BPF_K
+_BPF_RET_K = 0x06 | 0x00  # BPF_RET | BPF_K
+_BPF_JMP = 0x05
+_JEQ = 0x10
+_JGE = 0x30
+_JSET = 0x40
+_BPF_MAXINSNS = 4096
+
+_RET_KILL_PROCESS = 0x80000000
+_RET_ERRNO = 0x00050000
+_RET_ALLOW = 0x7FFF0000
+
+# errno values are the asm-generic ones, identical on x86_64 and aarch64; spelled
+# out so a program built for one arch on another host stays correct.
+_EPERM = 1
+_ENOSYS = 38
+_EAFNOSUPPORT = 97
+
+_OFF_NR = 0
+_OFF_ARCH = 4
+_OFF_ARGS = 16
+
+_X32_SYSCALL_BIT = 0x40000000
+
+_AF_UNIX = 1
+_AF_INET = 2
+_AF_INET6 = 10
+_SOCK_STREAM = 1
+_SOCK_TYPE_MASK = 0xF
+_IPPROTO_TCP = 6
+_FAMILY_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
+
+_TIOCSTI = 0x5412
+_TIOCLINUX = 0x541C
+_PER_LINUX = 0
+_PERSONALITY_QUERY = 0xFFFFFFFF
+
+_CLONE_NEW_MASK = (
+    0x00020000  # CLONE_NEWNS
+    | 0x02000000  # CLONE_NEWCGROUP
+    | 0x04000000  # CLONE_NEWUTS
+    | 0x08000000  # CLONE_NEWIPC
+    | 0x10000000  # CLONE_NEWUSER
+    | 0x20000000  # CLONE_NEWPID
+    | 0x40000000  # CLONE_NEWNET
+    | 0x00000080  # CLONE_NEWTIME (see module docstring)
+)
+
+# --- syscall numbers: only the ones the filter names ---
+# x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64: the generic table
+# (include/uapi/asm-generic/unistd.h, scripts/syscall.tbl since 6.11).
+
+_X86_64_SYSCALLS: Mapping[str, int] = {
+    "ioctl": 16,
+    "socket": 41,
+    "socketpair": 53,
+    "clone": 56,
+    "ptrace": 101,
+    "syslog": 103,
+    "uselib": 134,
+    "personality": 135,
+    "vhangup": 153,
+    "pivot_root": 155,
+    "chroot": 161,
+    "acct": 163,
+    "mount": 165,
+    "umount2": 166,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "iopl": 172,
+    "ioperm": 173,
+    "init_module": 175,
+    "delete_module": 176,
+    "quotactl": 179,
+    "lookup_dcookie": 212,
+    "kexec_load": 246,
+    "add_key": 248,
+    "request_key": 249,
+    "keyctl": 250,
+    "unshare": 272,
+    "perf_event_open": 298,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "setns": 308,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "finit_module": 313,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "userfaultfd": 323,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "clone3": 435,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "open_tree_attr": 467,
+}
+
+_AARCH64_SYSCALLS: Mapping[str, int] = {
+    "lookup_dcookie": 18,
+    "ioctl": 29,
+    "umount2": 39,
+    "mount": 40,
+    "pivot_root": 41,
+    "chroot": 51,
+    "vhangup": 58,
+    "quotactl": 60,
+    "acct": 89,
+    "personality": 92,
+    "unshare": 97,
+    "kexec_load": 104,
+    "init_module": 105,
+    "delete_module": 106,
+    "syslog": 116,
+    "ptrace": 117,
+    "reboot": 142,
+    "socket": 198,
+    "socketpair": 199,
+    "add_key": 217,
+    "request_key": 218,
+    "keyctl": 219,
+    "clone": 220,
+    "swapon": 224,
+    "swapoff": 225,
+    "perf_event_open": 241,
+    "name_to_handle_at": 264,
+    "open_by_handle_at": 265,
+    "setns": 268,
+    "process_vm_readv": 270,
+    "process_vm_writev": 271,
+    "finit_module": 273,
+    "bpf": 280,
+    "userfaultfd": 282,
+    "kexec_file_load": 294,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "clone3": 435,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "open_tree_attr": 467,
+}
+
+
+class _Arch:
+    """What the builder and installer need to know about one architecture.
+
+    A plain class, not a dataclass: creating a dataclass costs about a
+    millisecond of import time, and this module is on the start-up path.
+    """
+
+    __slots__ = ("audit_arch", "has_x32", "seccomp_nr", "syscalls")
+
+    def __init__(
+        self, audit_arch: int, syscalls: Mapping[str, int], *, has_x32: bool, seccomp_nr: int
+    ) -> None:
+        self.audit_arch = audit_arch
+        self.syscalls = syscalls
+        self.has_x32 = has_x32
+        self.seccomp_nr = seccomp_nr
+
+
+_ARCHES: Mapping[str, _Arch] = {
+    "x86_64": _Arch(0xC000003E, _X86_64_SYSCALLS, has_x32=True, seccomp_nr=317),
+    "aarch64": _Arch(0xC00000B7, _AARCH64_SYSCALLS, has_x32=False, seccomp_nr=277),
+}
+_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+#: Architectures :func:`build_filter` accepts (``os.uname().machine`` spelling).
+SUPPORTED_ARCHES: tuple[str, ...] = tuple(_ARCHES)
+
+# Always refused with EPERM, grouped by why.  Names missing on an arch are skipped.
+_ALWAYS_DENIED: tuple[str, ...] = (
+    # reading or steering other processes
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    # the user keyring is shared by every process of the uid (kerberos, ecryptfs keys)
+    "keyctl", "add_key", "request_key",
+    # large kernel attack surface; io_uring can also create sockets without socket()
+    "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    # loading code into the kernel
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    # reshaping the filesystem view Landlock and our mounts were built on
+    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree",
+    "open_tree_attr", "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
+    # host administration
+    "acct", "swapon", "swapoff", "reboot", "syslog", "quotactl", "quotactl_fd", "vhangup",
+    # file handles bypass path-based checks
+    "open_by_handle_at", "name_to_handle_at",
+    # legacy (x86 only, or already gone from the kernel)
+    "lookup_dcookie", "uselib", "iopl", "ioperm",
+)  # fmt: skip
+
+_NAMESPACE_DENIED: tuple[str, ...] = ("unshare", "setns")
+
+_INSN = struct.Struct("<HBBI")  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
+_Target = int | str  # a literal forward offset, or a label
+
+
+class _Assembler:
+    """Collects BPF instructions with symbolic forward jumps, then resolves them.
+
+    Labels keep the block emitters readable (no hand-counted offsets) and give
+    one place to check that every offset fits the 8-bit jt/jf fields.
+    """
+
+    def __init__(self) -> None:
+        self._insns: list[tuple[int, _Target, _Target, int]] = []
+        self._labels: dict[str, int] = {}
+        self._label_count = 0
+
+    def new_label(self) -> str:
+        """Return a fresh label name; bind it later with :meth:`place`."""
+        self._label_count += 1
+        return f"L{self._label_count}"
+
+    def place(self, label: str) -> None:
+        """Bind ``label`` to the next instruction emitted."""
+        if label in self._labels:
+            raise SeccompError(f"seccomp: label {label} placed twice")
+        self._labels[label] = len(self._insns)
+
+    def load(self, offset: int) -> None:
+        """A = 32-bit word of seccomp_data at ``offset``."""
+        self._insns.append((_BPF_LD_W_ABS, 0, 0, offset))
+
+    def load_arg_low(self, index: int) -> None:
+        """A = low 32 bits of ``args[index]`` (little-endian layout)."""
+        self.load(_OFF_ARGS + 8 * index)
+
+    def and_(self, mask: int) -> None:
+        """A &= ``mask``."""
+        self._insns.append((_BPF_ALU_AND_K, 0, 0, mask))
+
+    def jump(self, op: int, k: int, jt: _Target, jf: _Target) -> None:
+        """Conditional jump comparing A with the constant ``k``."""
+        self._insns.append((_BPF_JMP | op, jt, jf, k))
+
+    def ret(self, action: int) -> None:
+        """Return ``action`` to the kernel."""
+        self._insns.append((_BPF_RET_K, 0, 0, action))
+
+    def assemble(self) -> bytes:
+        """Resolve labels, check every offset, and pack ``struct sock_filter`` records."""
+        count = len(self._insns)
+        if not 0 < count <= _BPF_MAXINSNS:
+            raise SeccompError(f"seccomp: program has {count} instructions (limit {_BPF_MAXINSNS})")
+        fields: list[int] = []
+        for pc, (code, jt, jf, k) in enumerate(self._insns):
+            if code & 0x07 == _BPF_JMP:
+                fields += (code, self._offset(pc, jt, count), self._offset(pc, jf, count), k)
+            else:
+                fields += (code, 0, 0, k)
+        return struct.pack("<" + "HBBI" * count, *fields)
+
+    def _offset(self, pc: int, target: _Target, count: int) -> int:
+        """Offset from the jump at ``pc`` to ``target``: 0..255 and inside the program."""
+        offset = target if isinstance(target, int) else self._labels[target] - pc - 1
+        if 0 <= offset <= 0xFF and pc + 1 + offset < count:
+            return offset
+        raise SeccompError(f"seccomp: jump at {pc} to {target!r} does not fit (offset {offset})")
+
+
+def _errno(value: int) -> int:
+    return _RET_ERRNO | value
+
+
+# --- block emitters: each starts with `jeq nr` and returns on every inner path ---
+
+
+def _emit_plain(asm: _Assembler, nr: int, action: int) -> None:
+    """``nr`` -> ``action`` regardless of arguments."""
+    asm.jump(_JEQ, nr, 0, 1)
+    asm.ret(action)
+
+
+def _emit_guarded(asm: _Assembler, nr: int, body: Callable[[_Assembler], None]) -> None:
+    """Run ``body`` only for syscall ``nr``; other syscalls skip past it."""
+    end = asm.new_label()
+    asm.jump(_JEQ, nr, 0, end)
+    body(asm)
+    asm.place(end)
+
+
+def _ioctl_body(asm: _Assembler) -> None:
+    """Refuse terminal input injection (TIOCSTI) and console control (TIOCLINUX)."""
+    deny = asm.new_label()
+    asm.load_arg_low(1)
+    asm.jump(_JEQ, _TIOCSTI, deny, 0)
+    asm.jump(_JEQ, _TIOCLINUX, deny, 0)
+    asm.ret(_RET_ALLOW)
+    asm.place(deny)
+    asm.ret(_errno(_EPERM))
+
+
+def _clone_body(asm: _Assembler) -> None:
+    """Refuse clone() that would create namespaces; plain fork/thread clones pass."""
+    asm.load_arg_low(0)
+    asm.jump(_JSET, _CLONE_NEW_MASK, 0, 1)
+    asm.ret(_errno(_EPERM))
+    asm.ret(_RET_ALLOW)
+
+
+def _personality_body(asm: _Assembler) -> None:
+    """Allow only PER_LINUX and the 0xffffffff query."""
+    allow = asm.new_label()
+    asm.load_arg_low(0)
+    asm.jump(_JEQ, _PER_LINUX, allow, 0)
+    asm.jump(_JEQ, _PERSONALITY_QUERY, allow, 0)
+    asm.ret(_errno(_EPERM))
+    asm.place(allow)
+    asm.ret(_RET_ALLOW)
+
+
+def _emit_family_check(asm: _Assembler, families: Iterable[int]) -> None:
+    """With the family in A: fall through when allowed, else return EAFNOSUPPORT."""
+    allowed = asm.new_label()
+    for family in sorted(families):
+        asm.jump(_JEQ, family, allowed, 0)
+    asm.ret(_errno(_EAFNOSUPPORT))
+    asm.place(allowed)
+
+
+def _emit_inet_stream_check(asm: _Assembler) -> None:
+    """With the family in A: AF_INET/AF_INET6 must be TCP streams, others pass."""
+    inet, allow, deny = asm.new_label(), asm.new_label(), asm.new_label()
+    asm.jump(_JEQ, _AF_INET, inet, 0)
+    asm.jump(_JEQ, _AF_INET6, inet, 0)
+    asm.ret(_RET_ALLOW)
+    asm.place(inet)
+    asm.load_arg_low(1)
+    asm.and_(_SOCK_TYPE_MASK)
+    asm.jump(_JEQ, _SOCK_STREAM, 0, deny)
+    asm.load_arg_low(2)
+    asm.jump(_JEQ, 0, allow, 0)
+    asm.jump(_JEQ, _IPPROTO_TCP, allow, deny)
+    asm.place(deny)
+    asm.ret(_errno(_EPERM))
+    asm.place(allow)
+    asm.ret(_RET_ALLOW)
+
+
+def _socket_body(options: SeccompOptions) -> Callable[[_Assembler], None]:
+    """socket(family, type, protocol): family allowlist, then the TCP-only rule."""
+    families = options.socket_families
+
+    def body(asm: _Assembler) -> None:
+        asm.load_arg_low(0)
+        if families is not None:
+            _emit_family_check(asm, families)
+        if options.inet_stream_only and (
+            families is None or _AF_INET in families or _AF_INET6 in families
+        ):
+            _emit_inet_stream_check(asm)
+        else:
+            asm.ret(_RET_ALLOW)
+
+    return body
+
+
+def _socketpair_body(families: frozenset[int]) -> Callable[[_Assembler], None]:
+    """socketpair(): AF_UNIX always (see module docstring), else the family allowlist."""
+
+    def body(asm: _Assembler) -> None:
+        asm.load_arg_low(0)
+        _emit_family_check(asm, families | {_AF_UNIX})
+        asm.ret(_RET_ALLOW)
+
+    return body
+
+
+# --- the rule table: one source for the program and for --explain ---
+
+
+class _Rule:
+    """One syscall the filter may refuse, how, and a one-line explanation.
+
+    A plain rule returns ``action`` whatever the arguments; a guarded rule runs
+    ``body`` (which inspects arguments) for its syscall only.
+    """
+
+    __slots__ = ("action", "body", "name", "summary")
+
+    def __init__(
+        self,
+        name: str,
+        summary: str,
+        *,
+        action: int = _RET_ALLOW,
+        body: Callable[[_Assembler], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.summary = summary
+        self.action = action
+        self.body = body
+
+    def emit(self, asm: _Assembler, nr: int) -> None:
+        """Append this rule's block for syscall number ``nr``."""
+        if self.body is None:
+            _emit_plain(asm, nr, self.action)
+        else:
+            _emit_guarded(asm, nr, self.body)
+
+
+def _plain_rule(name: str, action: int, summary: str) -> _Rule:
+    return _Rule(name, summary, action=action)
+
+
+def _guarded_rule(name: str, summary: str, body: Callable[[_Assembler], None]) -> _Rule:
+    return _Rule(name, summary, body=body)
+
+
+# Built once: these do not depend on the options.
+_CLONE3_RULE = _plain_rule("clone3", _errno(_ENOSYS), "ENOSYS, so libc falls back to clone()")
+_NAMESPACE_RULES = tuple(_plain_rule(n, _errno(_EPERM), "EPERM") for n in _NAMESPACE_DENIED)
+_ALWAYS_RULES = tuple(_plain_rule(n, _errno(_EPERM), "EPERM") for n in _ALWAYS_DENIED)
+
+
+def _family_list(families: Iterable[int]) -> str:
+    return ", ".join(_FAMILY_NAMES.get(f, str(f)) for f in sorted(families)) or "none"
+
+
+def _argument_rules(options: SeccompOptions) -> list[_Rule]:
+    """Rules that inspect arguments, most frequently called syscall first."""
+    rules = [
+        _guarded_rule("ioctl", "EPERM for TIOCSTI and TIOCLINUX (low 32 bits of cmd)", _ioctl_body)
+    ]
+    families = options.socket_families
+    if families is not None or options.inet_stream_only:
+        parts = []
+        if families is not None:
+            parts.append(f"EAFNOSUPPORT unless family is one of: {_family_list(families)}")
+        if options.inet_stream_only:
+            parts.append(
+                "AF_INET/AF_INET6 only SOCK_STREAM with protocol 0/IPPROTO_TCP, else EPERM"
+            )
+        rules.append(_guarded_rule("socket", "; ".join(parts), _socket_body(options)))
+    if families is not None:
+        summary = f"EAFNOSUPPORT unless family is one of: {_family_list(families | {_AF_UNIX})}"
+        rules.append(_guarded_rule("socketpair", summary, _socketpair_body(families)))
+    if options.deny_namespaces:
+        rules.append(_guarded_rule("clone", "EPERM when flags contain CLONE_NEW*", _clone_body))
+    rules.append(
+        _guarded_rule("personality", "EPERM except PER_LINUX and the query", _personality_body)
+    )
+    return rules
+
+
+def _rules(options: SeccompOptions) -> list[_Rule]:
+    """Every rule for ``options``, in program order."""
+    rules = _argument_rules(options)
+    if options.deny_namespaces:
+        rules.append(_CLONE3_RULE)
+        rules += _NAMESPACE_RULES
+    rules += _ALWAYS_RULES
+    return rules
+
+
+def _resolve_arch(arch: str | None) -> tuple[str, _Arch]:
+    """Map ``arch`` (or this host) to its table; refuse what we cannot filter."""
+    if arch is None:
+        if struct.calcsize("P") != 8:
+            # A 32-bit interpreter on a 64-bit kernel makes compat syscalls, which
+            # the arch check would kill on the first call.
+            raise SeccompError("seccomp: a 32-bit Python is not supported")
+        arch = os.uname().machine
+    name = _ARCH_ALIASES.get(arch, arch)
+    spec = _ARCHES.get(name)
+    if spec is None:
+        raise SeccompError(
+            f"seccomp: unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHES)})"
+        )
+    return name, spec
+
+
+def _check_options(options: SeccompOptions) -> None:
+    """Reject family values that cannot be a 32-bit BPF constant."""
+    for family in options.socket_families or ():
+        if isinstance(family, bool) or not isinstance(family, int) or not 0 <= family <= 0xFFFF:
+            raise SeccompError(f"seccomp: invalid socket family {family!r}")
+
+
+def build_filter(options: SeccompOptions, arch: str | None = None) -> bytes:
+    """Return the filter as packed ``struct sock_filter`` records for ``arch``.
+
+    ``arch`` defaults to this host (``os.uname().machine``); building for another
+    architecture is for tests and docs.  Raises :class:`SeccompError` for an
+    unsupported architecture or a program that would not fit BPF's limits.
+    """
+    _check_options(options)
+    _, spec = _resolve_arch(arch)
+    asm = _Assembler()
+    asm.load(_OFF_ARCH)
+    asm.jump(_JEQ, spec.audit_arch, 1, 0)
+    asm.ret(_RET_KILL_PROCESS)
+    asm.load(_OFF_NR)
+    if spec.has_x32:
+        asm.jump(_JGE, _X32_SYSCALL_BIT, 0, 1)
+        asm.ret(_errno(_ENOSYS))
+    for rule in _rules(options):
+        nr = spec.syscalls.get(rule.name)
+        if nr is not None:
+            rule.emit(asm, nr)
+    asm.ret(_RET_ALLOW)
+    return asm.assemble()
+
+
+def denied_syscall_names(options: SeccompOptions, arch: str | None = None) -> list[str]:
+    """Names of every syscall the filter refuses, always or for some arguments.
+
+    Program order; syscalls that do not exist on ``arch`` are left out.
+    """
+    _, spec = _resolve_arch(arch)
+    return [rule.name for rule in _rules(options) if rule.name in spec.syscalls]
+
+
+def describe_filter(options: SeccompOptions, arch: str | None = None) -> list[str]:
+    """One ``name: effect`` line per rule, for ``safe-run --explain`` and docs."""
+    name, spec = _resolve_arch(arch)
+    header = [
+        f"architecture: {name} only (other ABIs are killed)",
+        *(["x32 syscalls: ENOSYS"] if spec.has_x32 else []),
+    ]
+    return header + [
+        f"{rule.name}: {rule.summary}" for rule in _rules(options) if rule.name in spec.syscalls
+    ]
+
+
+# --- installation (ctypes is imported here, not at module import) ---
+
+_PR_SET_SECCOMP = 22
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_GET_NO_NEW_PRIVS = 39
+_SECCOMP_MODE_FILTER = 2
+_SECCOMP_SET_MODE_FILTER = 1
+_SOCK_FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog {u16 len; sock_filter *filter}
+
+
+def install_filter(program: bytes) -> None:
+    """Install ``program`` on the calling thread; it is inherited across fork and exec.
+
+    Sets no_new_privs first when it is not set (the kernel requires it for an
+    unprivileged filter, and we want it anyway).  Uses ``seccomp(2)`` and falls
+    back to ``prctl(PR_SET_SECCOMP)`` on kernels without that syscall.  Flags are 0:
+    the launcher installs the filter in a single-threaded child right before exec.
+    """
+    count, rest = divmod(len(program), _INSN.size)
+    if rest or not 0 < count <= _BPF_MAXINSNS:
+        raise SeccompError("seccomp: program is not a list of 1..4096 sock_filter records")
+    import ctypes
+
+    _, spec = _resolve_arch(None)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    word = ctypes.c_ulong
+
+    def prctl(*args: int | ctypes.c_void_p) -> int:
+        # Every argument as a full machine word: prctl() checks unused ones are 0.
+        words = [word(a) if isinstance(a, int) else a for a in args]
+        return int(libc.prctl(*words, *[word(0)] * (5 - len(words))))
+
+    if prctl(_PR_GET_NO_NEW_PRIVS) != 1 and prctl(_PR_SET_NO_NEW_PRIVS, 1) != 0:
+        raise _failure("cannot set no_new_privs", ctypes.get_errno())
+    # Both buffers are locals, so they stay alive until the kernel has copied them.
+    code = ctypes.create_string_buffer(program, len(program))
+    fprog = ctypes.create_string_buffer(
+        _SOCK_FPROG.pack(count, ctypes.addressof(code)), _SOCK_FPROG.size
+    )
+    fprog_ptr = ctypes.c_void_p(ctypes.addressof(fprog))
+    rc = libc.syscall(word(spec.seccomp_nr), word(_SECCOMP_SET_MODE_FILTER), word(0), fprog_ptr)
+    if rc != 0 and ctypes.get_errno() == _ENOSYS:
+        rc = prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog_ptr)
+    if rc != 0:
+        raise _failure("installing the filter failed", ctypes.get_errno())
+
+
+def _failure(what: str, err: int) -> SeccompError:
+    return SeccompError(f"seccomp: {what}: {os.strerror(err)}")
