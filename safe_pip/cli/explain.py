@@ -1,0 +1,43 @@
+"""``safe-run --explain``: the effective policy as TOML plus the layers in force.
+
+It prints the grants the launcher would really apply (policy paths *and* the ones the
+launcher adds: interpreter, venv, private HOME/TMPDIR), so what you read is what the
+child enforces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from safe_pip.launcher.plan import SandboxPlan
+from safe_pip.policy.model import FilesystemPolicy, Policy
+from safe_pip.policy.render import render_toml
+from safe_pip.sandbox.probe import probe_layers
+
+
+def explain(policy: Policy, plan: SandboxPlan) -> str:
+    grants = plan.grants
+    effective = dataclasses.replace(
+        policy,
+        filesystem=FilesystemPolicy(
+            read=grants.read,
+            write=grants.write,
+            deny=grants.deny,
+            protected=grants.protected,
+        ),
+    )
+    userns = None
+    if not plan.try_namespaces:
+        userns = (False, "disabled by SAFE_PIP_NO_USERNS")
+    mode, layers = probe_layers(userns=userns)
+    layer_rows = [
+        (layer.name, ("in force: " if layer.in_force else "NOT in force: ") + layer.detail)
+        for layer in layers
+    ]
+    lines = [render_toml(effective, layers=layer_rows).rstrip("\n"), ""]
+    lines.append(f"# mode: {mode}")
+    if plan.target is not None:
+        lines.append(f"# target: {' '.join(plan.target.argv)}")
+        lines.append(f"# executable: {plan.target.executable}")
+    lines.append(f"# environment passed: {', '.join(sorted(plan.env))}")
+    return "\n".join(lines) + "\n"

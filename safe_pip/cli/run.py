@@ -1,0 +1,255 @@
+"""``safe-run``: run a script, module, console script or command inside the sandbox.
+
+The argument parser is written by hand on purpose: ``safe-run``'s grammar is
+Python's own (options, then a target that swallows every later word), which neither
+click nor argparse expresses cleanly, and importing either would add several
+milliseconds to every sandboxed start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NoReturn
+
+from safe_pip.errors import SafePipError
+
+USAGE = """\
+usage: safe-run [OPTIONS] script.py [ARGS ...]
+       safe-run [OPTIONS] -m MODULE [ARGS ...]
+       safe-run [OPTIONS] ENTRY_POINT [ARGS ...]
+       safe-run [OPTIONS] -- COMMAND [ARGS ...]
+
+Run a program inside a sandbox configured by [tool.safe-run] in the nearest
+pyproject.toml (default: project read-only, private HOME and TMPDIR, no network).
+
+options:
+  --project DIR        use DIR/pyproject.toml instead of searching upward
+  --venv PATH          the virtual environment (default: $VIRTUAL_ENV, else ./.venv)
+  --profile NAME       add a built-in or file profile (repeatable)
+  --allow-read PATH    grant read access (repeatable)
+  --allow-write PATH   grant write access (repeatable)
+  --allow-host HOST    allow a network host[:port] (repeatable)
+  --allow-env NAME     pass an environment variable through (repeatable)
+  --no-network         no network at all (the default unless the policy allows hosts)
+  --explain            print the effective policy and layers; run nothing
+  --allow-degraded     run even when a layer the policy needs is missing
+  -h, --help           show this help
+  --version            print the version
+
+exit codes: the program's own; 128+N if it died of signal N; 125 safe-run failed;
+126 target not executable; 127 target not found.
+"""
+
+_VALUE_OPTIONS = {
+    "--project": "project",
+    "--venv": "venv",
+    "--profile": "profiles",
+    "--allow-read": "allow_read",
+    "--allow-write": "allow_write",
+    "--allow-host": "allow_host",
+    "--allow-env": "allow_env",
+}
+_FLAG_OPTIONS = {
+    "--no-network": "no_network",
+    "--explain": "explain",
+    "--allow-degraded": "allow_degraded",
+}
+
+
+@dataclass
+class RunOptions:
+    """Parsed command line of ``safe-run``."""
+
+    project: str | None = None
+    venv: str | None = None
+    profiles: list[str] = field(default_factory=list)
+    allow_read: list[str] = field(default_factory=list)
+    allow_write: list[str] = field(default_factory=list)
+    allow_host: list[str] = field(default_factory=list)
+    allow_env: list[str] = field(default_factory=list)
+    no_network: bool = False
+    explain: bool = False
+    allow_degraded: bool = False
+    show_help: bool = False
+    show_version: bool = False
+    kind: Literal["auto", "module", "command"] = "auto"
+    words: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> RunOptions:
+    """Options first; the first non-option word (or ``-m``/``--``) starts the target."""
+    opts = RunOptions()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg.partition("=")
+        if arg == "--":
+            opts.kind, opts.words = "command", argv[i + 1 :]
+            return opts
+        if arg == "-m" or (arg.startswith("-m") and len(arg) > 2):
+            module = arg[2:] or (argv[i + 1] if i + 1 < len(argv) else "")
+            if not module:
+                raise SafePipError("-m needs a module name", 2)
+            rest = argv[i + 1 :] if arg[2:] else argv[i + 2 :]
+            opts.kind, opts.words = "module", [module, *rest]
+            return opts
+        if arg in ("-h", "--help"):
+            opts.show_help = True
+        elif arg == "--version":
+            opts.show_version = True
+        elif name in _VALUE_OPTIONS:
+            if eq:
+                value = inline
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise SafePipError(f"{name} needs a value", 2)
+            attr = _VALUE_OPTIONS[name]
+            current = getattr(opts, attr)
+            if isinstance(current, list):
+                current.append(value)
+            else:
+                setattr(opts, attr, value)
+        elif arg in _FLAG_OPTIONS:
+            setattr(opts, _FLAG_OPTIONS[arg], True)
+        elif arg.startswith("-") and arg != "-":
+            raise SafePipError(f"unknown option {arg}; see 'safe-run --help'", 2)
+        else:
+            opts.words = argv[i:]
+            return opts
+        i += 1
+    return opts
+
+
+def find_venv(opts: RunOptions, cwd: str, project_dir: Path) -> Path | None:
+    """``--venv``, else ``$VIRTUAL_ENV``, else ``./.venv``, else the project's ``.venv``."""
+    if opts.venv:
+        venv = Path(os.path.abspath(opts.venv))
+        if not (venv / "pyvenv.cfg").is_file():
+            raise SafePipError(f"--venv {opts.venv}: not a virtual environment (no pyvenv.cfg)")
+        return venv
+    env_venv = os.environ.get("VIRTUAL_ENV")
+    if env_venv and os.path.isfile(os.path.join(env_venv, "pyvenv.cfg")):
+        return Path(env_venv)
+    for base in (Path(cwd), project_dir):
+        if (base / ".venv" / "pyvenv.cfg").is_file():
+            return base / ".venv"
+    return None
+
+
+def _caller_home() -> Path:
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    import pwd
+
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def _make_private_dir() -> str:
+    """``$TMPDIR/safe-run-XXXX`` with ``home/`` and ``tmp/``; cheaper than ``tempfile``."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    if not os.path.isdir(base):
+        base = "/tmp"
+    for _ in range(10):
+        path = os.path.join(base, "safe-run-" + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.mkdir(os.path.join(path, "home"), 0o700)
+        os.mkdir(os.path.join(path, "tmp"), 0o700)
+        return path
+    raise SafePipError(f"cannot create a private directory under {base}")
+
+
+def run(opts: RunOptions) -> int:
+    from safe_pip.policy.loader import CliOverrides, load_policy
+    from safe_pip.sandbox import landlock
+
+    cwd = os.getcwd()
+    private_dir = "/tmp/safe-run-XXXXXXXXXXXX" if opts.explain else _make_private_dir()
+    try:
+        overrides = CliOverrides(
+            allow_read=tuple(opts.allow_read),
+            allow_write=tuple(opts.allow_write),
+            allow_env=tuple(opts.allow_env),
+            allow_host=tuple(opts.allow_host),
+            profiles=tuple(opts.profiles),
+            no_network=opts.no_network,
+        )
+        variables = dict(os.environ)
+        variables["TMPDIR"] = os.path.join(private_dir, "tmp")
+        policy = load_policy(
+            cwd=Path(cwd),
+            project=Path(opts.project) if opts.project else None,
+            overrides=overrides,
+            variables=variables,
+            home=_caller_home(),
+        )
+        venv = find_venv(opts, cwd, policy.project_dir)
+        from safe_pip.launcher.plan import build_plan, default_python
+
+        plan = build_plan(
+            policy,
+            opts.kind,
+            opts.words,
+            python=default_python(venv),
+            venv=venv,
+            private_dir=private_dir,
+            caller_env=os.environ,
+            cwd=cwd,
+            allow_degraded=opts.allow_degraded,
+        )
+        if opts.explain:
+            from safe_pip.cli.explain import explain
+
+            sys.stdout.write(explain(policy, plan))
+            return 0
+        if policy.network.mode != "none":
+            raise SafePipError(
+                "network.allow needs the filtering proxy, which this version does not have "
+                'yet; remove the allow list (network = "none") to run'
+            )
+        if landlock.abi_version() == 0 and not opts.allow_degraded:
+            raise SafePipError(
+                "Landlock is not available on this kernel, so files cannot be protected; "
+                "refusing to run (pass --allow-degraded to run with the remaining layers)"
+            )
+        from safe_pip.launcher.supervisor import run_sandboxed
+
+        return run_sandboxed(plan)
+    finally:
+        if not opts.explain and os.path.isdir(private_dir):
+            import shutil
+
+            shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        if opts.show_help:
+            sys.stdout.write(USAGE)
+            code = 0
+        elif opts.show_version:
+            from safe_pip import __version__
+
+            print(f"safe-run {__version__}")
+            code = 0
+        elif not opts.words and not opts.explain:
+            sys.stderr.write(USAGE)
+            code = 2
+        else:
+            code = run(opts)
+    except SafePipError as exc:
+        print(f"safe-run: {exc.message}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.exit(code)

@@ -1,0 +1,255 @@
+"""Code that runs in the forked children: apply the plan's layers, then ``execve``.
+
+Everything here runs after ``fork()`` in a copy of the supervisor.  It never returns
+to the caller: each entry point ends in ``execve`` or ``os._exit``.  Failures are
+reported to the supervisor as one line on the report pipe (``error CODE MESSAGE``)
+so that the user sees one readable sentence, never a traceback from a child.
+
+Layer order in the target process (last process before ``execve``), and why:
+1. ``chdir`` into the working directory while it is still reachable;
+2. capabilities dropped (a root caller keeps uid 0, but no capability);
+3. Landlock (also sets no_new_privs) — path rules are resolved now, after the
+   private root exists, so they name the inodes the program will really see;
+4. seccomp last, because it forbids ``mount``/``unshare`` that earlier steps use.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from safe_pip.errors import EXIT_INTERNAL, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+from safe_pip.launcher.plan import PRIVATE_TMPFS, SandboxPlan
+from safe_pip.sandbox import landlock, namespaces
+from safe_pip.sandbox.fs_rules import FsGrants, landlock_rules
+from safe_pip.sandbox.mounts import MountPlan, PreparedRoot, enter_private_root
+from safe_pip.sandbox.seccomp import SeccompOptions, build_filter, install_filter
+
+#: Signals the supervisor (and our pid-1 init) forward to the target.
+FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+NAMESPACE_FLAGS = (
+    namespaces.CLONE_NEWUSER
+    | namespaces.CLONE_NEWNS
+    | namespaces.CLONE_NEWPID
+    | namespaces.CLONE_NEWNET
+    | namespaces.CLONE_NEWIPC
+    | namespaces.CLONE_NEWUTS
+)
+
+
+def report(fd: int, line: str) -> None:
+    """One line to the supervisor; best effort (it may already be gone)."""
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def fail(fd: int, code: int, message: str) -> NoReturn:
+    report(fd, f"error {code} {message}")
+    os._exit(code)
+
+
+def exit_code_from_status(status: int) -> int:
+    """Shell convention: the child's code, or 128+N when it died of signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_INTERNAL
+
+
+def stage1(plan: SandboxPlan, report_fd: int, root: PreparedRoot | None) -> NoReturn:
+    """First child: new session, then namespaces (or fallback), then the next stage.
+
+    ``root`` is the private root prepared by the supervisor before forking (host
+    lookups are cheaper there than after a fork); None means fallback mode only.
+    """
+    try:
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()  # no controlling terminal: TIOCSTI and tty signals cannot reach us
+        namespaces.set_pdeathsig(signal.SIGKILL)
+        mode = "fallback"
+        why = "disabled by SAFE_PIP_NO_USERNS"
+        if plan.try_namespaces and root is not None:
+            try:
+                namespaces.unshare(NAMESPACE_FLAGS)
+                namespaces.map_ids(plan.uid, plan.gid)
+                mode = "namespace"
+            except OSError as exc:
+                why = f"user namespaces unavailable ({exc.strerror or exc})"
+        report(report_fd, f"mode {mode} {why if mode == 'fallback' else ''}".rstrip())
+        if mode == "fallback":
+            if landlock.abi_version() < 6 and not plan.allow_degraded:
+                fail(
+                    report_fd,
+                    EXIT_INTERNAL,
+                    "without user namespaces the sandbox needs Landlock scopes (ABI 6+) to "
+                    "isolate signals; refusing (pass --allow-degraded to run anyway)",
+                )
+            exec_target(plan, mode, report_fd)
+        init_pid = os.fork()
+        if init_pid == 0:
+            assert root is not None
+            init(plan, report_fd, root)
+        report(report_fd, f"init {init_pid}")
+        os.close(report_fd)
+        while True:
+            pid, status = os.waitpid(init_pid, 0)
+            if pid == init_pid:
+                os._exit(exit_code_from_status(status))
+    except Exception as exc:
+        fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+
+
+def init(plan: SandboxPlan, report_fd: int, root: PreparedRoot) -> NoReturn:
+    """Pid 1 of the new pid namespace: private root, then run and reap the target.
+
+    When this process exits the kernel kills every other process in the namespace,
+    which is how no daemon outlives the run.  It forwards signals because pid 1
+    ignores signals it has no handler for.
+    """
+    try:
+        namespaces.set_pdeathsig(signal.SIGKILL)
+        namespaces.bring_up_loopback()
+        enter_private_root(root)
+        target_pid = os.fork()
+        if target_pid == 0:
+            exec_target(plan, "namespace", report_fd)
+        os.close(report_fd)
+
+        def forward(signum: int, _frame: object) -> None:
+            try:
+                os.kill(target_pid, signum)
+            except ProcessLookupError:
+                pass
+
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, forward)
+        while True:
+            pid, status = os.wait()
+            if pid == target_pid:
+                os._exit(exit_code_from_status(status))
+    except Exception as exc:
+        fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+
+
+def mount_plan(plan: SandboxPlan) -> MountPlan:
+    """The private root for namespace mode, built from the same grants as Landlock."""
+    grants = plan.grants
+    return MountPlan(
+        read=tuple(p for p in grants.read if str(p) != "/proc"),
+        write=grants.write,
+        deny=grants.deny,
+        protected=grants.protected,
+        tmpfs=tuple(Path(p) for p in PRIVATE_TMPFS),
+        proc=True,
+        dev=True,
+        workdir=Path(plan.cwd),
+    )
+
+
+def grants_for_mode(grants: FsGrants, mode: str) -> FsGrants:
+    """The Landlock view of the grants in each mode.
+
+    Namespace mode: denied paths are already empty read-only tmpfs mounts and
+    protected paths read-only binds, so Landlock grants whole trees (carving would
+    forbid creating files next to a denied path for no gain); /tmp and /dev/shm are
+    private tmpfs mounts.  Fallback mode: Landlock alone enforces deny and protected
+    paths by carving, and the host's /dev/shm is shared (multiprocessing needs it).
+    """
+    if mode == "namespace":
+        return FsGrants(
+            read=grants.read,
+            write=(*grants.write, *(Path(p) for p in PRIVATE_TMPFS)),
+            deny=(),
+            protected=(),
+            devices_rw=grants.devices_rw,
+        )
+    return FsGrants(
+        read=grants.read,
+        write=(*grants.write, Path("/dev/shm")),
+        deny=grants.deny,
+        protected=grants.protected,
+        devices_rw=grants.devices_rw,
+    )
+
+
+def apply_landlock(plan: SandboxPlan, mode: str) -> None:
+    abi = landlock.abi_version()
+    if abi == 0:
+        if plan.allow_degraded:
+            return
+        raise RuntimeError("Landlock is not available")  # the supervisor checked earlier
+    handled_net = landlock.AccessNet(0)
+    if mode == "fallback" and plan.network.mode == "none":
+        handled_net = landlock.net_access_for_abi(abi)
+    rules = landlock_rules(
+        grants_for_mode(plan.grants, mode), abi, carve_protected=mode == "fallback"
+    )
+    with landlock.Ruleset(
+        abi=abi, handled_net=handled_net, scopes=landlock.scopes_for_abi(abi)
+    ) as rs:
+        for path, access in rules:
+            rs.add_path(path, access)
+        rs.restrict_self(no_new_privs=True)
+
+
+def seccomp_options(plan: SandboxPlan, mode: str) -> SeccompOptions:
+    """Socket families: namespaced code may use its own loopback; fallback code may not
+    create sockets at all (``socketpair`` still works), because Landlock before ABI 9
+    cannot stop ``connect()`` to a pathname unix socket such as the session bus."""
+    if mode == "namespace":
+        families = frozenset({socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK})
+        return SeccompOptions(socket_families=families, inet_stream_only=False)
+    return SeccompOptions(socket_families=frozenset(), inet_stream_only=True)
+
+
+def exec_target(plan: SandboxPlan, mode: str, report_fd: int) -> NoReturn:
+    """Last process before the program: lock everything down, then ``execve``."""
+    target = plan.target
+    assert target is not None, "exec_target needs a resolved target"
+    try:
+        namespaces.set_pdeathsig(signal.SIGKILL)
+        try:
+            os.chdir(plan.cwd)
+        except OSError as exc:
+            fail(
+                report_fd,
+                EXIT_INTERNAL,
+                f"the working directory {plan.cwd} is not visible in the sandbox "
+                f"({exc.strerror}); add it to filesystem.read or run from the project",
+            )
+        # Root keeps CAP_SYS_PTRACE, CAP_DAC_OVERRIDE ... otherwise, in both modes
+        # (Landlock lets a CAP_SYS_PTRACE holder read other processes' environ).
+        namespaces.drop_capabilities()
+        os.closerange(3, report_fd)
+        os.closerange(report_fd + 1, 65536)
+        apply_landlock(plan, mode)
+        install_filter(build_filter(seccomp_options(plan, mode)))
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps SIG_IGN
+        os.execve(target.executable, list(target.argv), plan.env)
+    except FileNotFoundError:
+        fail(report_fd, EXIT_NOT_FOUND, f"not found inside the sandbox: {target.executable}")
+    except PermissionError:
+        fail(
+            report_fd,
+            EXIT_NOT_EXECUTABLE,
+            f"cannot execute {target.executable} inside the sandbox; grant its directory "
+            "with filesystem.read (or --allow-read)",
+        )
+    except Exception as exc:
+        fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+    sys.exit(EXIT_INTERNAL)  # unreachable: keeps type checkers honest

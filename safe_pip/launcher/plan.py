@@ -1,0 +1,182 @@
+"""Every decision about one sandboxed run, made in the supervisor before forking.
+
+The child process only *applies* a plan; it decides nothing.  Keeping the plan as
+plain data makes ``--explain`` honest (it prints the very object the child would
+apply) and keeps the post-fork code short, which matters because the child of a
+forked Python process must do as little as possible before ``execve``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from safe_pip.policy.model import NetworkPolicy, Policy
+from safe_pip.runner.target import Target, resolve_target
+from safe_pip.sandbox.environment import build_environment
+from safe_pip.sandbox.fs_rules import FsGrants
+
+#: Device nodes every program expects; opened read-write but never listed as a tree.
+DEVICES_RW: tuple[str, ...] = (
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+)
+#: Fresh private tmpfs mounts in namespace mode (shared host dirs in fallback mode).
+PRIVATE_TMPFS: tuple[str, ...] = ("/tmp", "/dev/shm")
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """What the child applies.  Paths are absolute strings or Paths."""
+
+    target: Target | None  # None only for ``--explain`` without a target
+    env: dict[str, str]
+    cwd: str
+    grants: FsGrants
+    network: NetworkPolicy
+    private_dir: str
+    uid: int
+    gid: int
+    try_namespaces: bool
+    allow_degraded: bool
+
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def interpreter_roots(python: str) -> list[str]:
+    """Directories a Python interpreter needs to start: its venv and its real prefix.
+
+    A venv's ``bin/python`` is a symlink to a base interpreter elsewhere (a pyenv
+    build under the user's home, say); without its prefix the stdlib is unreadable.
+    """
+    roots: list[str] = []
+    real = os.path.realpath(python)
+    roots.append(os.path.dirname(os.path.dirname(real)))
+    venv_dir = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    cfg = os.path.join(venv_dir, "pyvenv.cfg")
+    if os.path.isfile(cfg):
+        roots.append(venv_dir)
+        with open(cfg, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition("=")
+                if key.strip() == "home" and value.strip():
+                    roots.append(os.path.dirname(os.path.realpath(value.strip())))
+    return list(dict.fromkeys(roots))
+
+
+def venv_protected_paths(venv: Path) -> list[Path]:
+    """Files of a venv that run code later, outside any sandbox: keep them read-only."""
+    protected = [venv / "bin", venv / "pyvenv.cfg"]
+    for site in venv.glob("lib*/python*/site-packages"):
+        protected.extend(sorted(site.glob("*.pth")))
+        protected.extend(site / name for name in ("sitecustomize.py", "usercustomize.py"))
+    return protected
+
+
+def build_grants(policy: Policy, *, python: str, venv: Path | None, private_dir: str) -> FsGrants:
+    """Policy paths plus what the launcher itself needs (interpreter, venv, scratch)."""
+    fs = policy.filesystem
+    read = [str(p) for p in fs.read]
+    read.extend(interpreter_roots(python))
+    if venv is not None:
+        read.append(str(venv))
+    read.append("/proc")
+    write = [str(p) for p in fs.write]
+    write.append(private_dir)
+    protected = [str(p) for p in fs.protected]
+    if venv is not None:
+        venv_str = str(venv)
+        explicitly_writable = any(_under(w, [venv_str]) for w in write)
+        if _under(venv_str, write) and not explicitly_writable:
+            # A writable project must not let code rewrite the venv it runs from:
+            # the whole venv stays read-only unless the policy names it for writing.
+            protected.append(venv_str)
+        else:
+            protected.extend(str(p) for p in venv_protected_paths(venv))
+    return FsGrants(
+        read=tuple(Path(p) for p in dict.fromkeys(read)),
+        write=tuple(Path(p) for p in dict.fromkeys(write)),
+        deny=tuple(fs.deny),
+        protected=tuple(Path(p) for p in dict.fromkeys(protected)),
+        devices_rw=tuple(Path(p) for p in DEVICES_RW),
+    )
+
+
+def sandbox_path_dirs(
+    caller_path: str, grants: FsGrants, *, python: str, venv: Path | None
+) -> list[str]:
+    """PATH inside the sandbox: the venv first, then the caller's visible entries."""
+    dirs: list[str] = []
+    if venv is not None:
+        dirs.append(str(venv / "bin"))
+    dirs.append(os.path.dirname(os.path.abspath(python)))
+    visible = [str(p) for p in (*grants.read, *grants.write)]
+    hidden = [str(p) for p in grants.deny]
+    for entry in caller_path.split(":"):
+        if entry and os.path.isabs(entry) and _under(entry, visible) and not _under(entry, hidden):
+            dirs.append(entry)
+    if len(dirs) <= 2:
+        dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"])
+    return list(dict.fromkeys(dirs))
+
+
+def build_plan(
+    policy: Policy,
+    kind: Literal["auto", "module", "command"],
+    words: list[str],
+    *,
+    python: str,
+    venv: Path | None,
+    private_dir: str,
+    caller_env: Mapping[str, str],
+    cwd: str,
+    allow_degraded: bool,
+) -> SandboxPlan:
+    grants = build_grants(policy, python=python, venv=venv, private_dir=private_dir)
+    path_dirs = sandbox_path_dirs(caller_env.get("PATH", ""), grants, python=python, venv=venv)
+    target = (
+        resolve_target(kind, words, python=python, venv=venv, path_dirs=path_dirs)
+        if words
+        else None
+    )
+    env = build_environment(
+        caller_env,
+        pass_names=policy.env.pass_names,
+        set_values=policy.env.set_values,
+        home=os.path.join(private_dir, "home"),
+        tmpdir=os.path.join(private_dir, "tmp"),
+        path_dirs=path_dirs,
+        venv=str(venv) if venv is not None else None,
+    )
+    return SandboxPlan(
+        target=target,
+        env=env,
+        cwd=cwd,
+        grants=grants,
+        network=policy.network,
+        private_dir=private_dir,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        try_namespaces=caller_env.get("SAFE_PIP_NO_USERNS", "") not in ("1", "true", "yes"),
+        allow_degraded=allow_degraded,
+    )
+
+
+def default_python(venv: Path | None) -> str:
+    """The interpreter for script and module targets: the venv's, else our own."""
+    if venv is not None:
+        for name in ("python", "python3"):
+            candidate = venv / "bin" / name
+            if candidate.exists():
+                return str(candidate)
+    return sys.executable

@@ -1,0 +1,145 @@
+"""The supervising process: fork the sandbox, forward signals, reap, map exit codes.
+
+The supervisor stays outside the sandbox for the whole run (the network proxy will
+live here too).  It is a child subreaper, so in fallback mode — where there is no pid
+namespace to take everything down with it — orphaned descendants come back to us and
+are killed once the target has exited.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+
+from safe_pip.errors import EXIT_INTERNAL, SafePipError
+from safe_pip.launcher.child import FORWARDED_SIGNALS, exit_code_from_status, mount_plan, stage1
+from safe_pip.launcher.plan import SandboxPlan
+from safe_pip.sandbox import namespaces
+from safe_pip.sandbox.mounts import prepare_root
+
+
+@dataclass
+class RunReport:
+    """What the children told us while setting up."""
+
+    mode: str = "unknown"
+    mode_detail: str = ""
+    init_pid: int | None = None
+    error: tuple[int, str] | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def absorb(self, line: str) -> None:
+        word, _, rest = line.partition(" ")
+        if word == "mode":
+            self.mode, _, self.mode_detail = rest.partition(" ")
+        elif word == "init":
+            self.init_pid = int(rest)
+        elif word == "error":
+            code, _, message = rest.partition(" ")
+            self.error = (int(code), message)
+        self.lines.append(line)
+
+
+def _read_reports(fd: int, report: RunReport) -> None:
+    """Read until every writer has exec'd or exited (the pipe is close-on-exec)."""
+    buffer = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            report.absorb(line.decode("utf-8", "replace"))
+    os.close(fd)
+
+
+def _children_of(pid: int) -> list[int]:
+    """Our direct children, from /proc (CONFIG_PROC_CHILDREN is often missing)."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def kill_leftovers() -> int:
+    """Kill every remaining descendant (they were re-parented to us, the subreaper)."""
+    killed = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return killed
+        if pid:
+            continue
+        children = _children_of(os.getpid())
+        if not children:
+            return killed
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        for child in children:
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
+
+
+def run_sandboxed(plan: SandboxPlan) -> int:
+    """Run the plan's target in the sandbox; return safe-run's exit code."""
+    root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
+    namespaces.set_child_subreaper()
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    report = RunReport()
+    forward_to: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in forward_to[-1:]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        child = os.fork()
+        if child == 0:
+            os.close(read_fd)
+            stage1(plan, write_fd, root)
+        os.close(write_fd)
+        forward_to.append(child)
+        _read_reports(read_fd, report)
+        if report.init_pid is not None:
+            forward_to.append(report.init_pid)
+        while True:
+            pid, status = os.waitpid(child, 0)
+            if pid == child:
+                break
+        code = exit_code_from_status(status)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        kill_leftovers()
+        shutil.rmtree(plan.private_dir, ignore_errors=True)
+    if report.error is not None:
+        raise SafePipError(report.error[1], report.error[0])
+    if report.mode == "unknown":
+        raise SafePipError("the sandbox did not start", EXIT_INTERNAL)
+    return code

@@ -1,0 +1,98 @@
+"""Turn what the user typed (``script.py``, ``-m mod``, ``NAME``, ``-- cmd``) into an argv.
+
+Resolution happens in the supervisor, before any sandbox exists, so that "not found"
+(127) and "not executable" (126) are reported with a clear sentence instead of an
+``execve`` errno from deep inside the child.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from safe_pip.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SafePipError
+
+TargetKind = Literal["script", "module", "entry-point", "command"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An executable plus its full argv; ``executable`` is absolute."""
+
+    kind: TargetKind
+    executable: str
+    argv: tuple[str, ...]
+
+
+def _require_executable(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise SafePipError(f"{what} not found: {path}", EXIT_NOT_FOUND)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise SafePipError(f"{what} is not executable: {path}", EXIT_NOT_EXECUTABLE)
+
+
+def find_on_path(name: str, path_dirs: list[str]) -> str | None:
+    """Like ``shutil.which`` but over an explicit list (the sandbox's PATH, not ours)."""
+    if "/" in name:
+        return os.path.abspath(name)
+    for directory in path_dirs:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    for directory in path_dirs:  # exists but not executable: report 126, not 127
+        candidate = os.path.join(directory, name)
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def resolve_target(
+    kind: Literal["auto", "module", "command"],
+    words: list[str],
+    *,
+    python: str,
+    venv: Path | None,
+    path_dirs: list[str],
+) -> Target:
+    """Resolve ``words`` (target and its arguments) for the given kind.
+
+    ``auto`` is the first positional argument: a ``*.py`` file is a script run by the
+    venv's python; anything else must be a console script in the venv's ``bin/``
+    (commands outside the venv need an explicit ``--`` so that a typo never silently
+    runs some other program from PATH).
+    """
+    if not words:
+        raise SafePipError("no target given; see 'safe-run --help'", EXIT_NOT_FOUND)
+    head, rest = words[0], words[1:]
+    if kind == "module":
+        return Target("module", python, (python, "-m", head, *rest))
+    if kind == "command":
+        found = find_on_path(head, path_dirs)
+        if found is None:
+            raise SafePipError(f"command not found: {head}", EXIT_NOT_FOUND)
+        _require_executable(found, "command")
+        return Target("command", found, (head, *rest))
+    if head.endswith((".py", ".pyw")) or os.path.isfile(head):
+        script = os.path.abspath(head)
+        if not os.path.isfile(script):
+            raise SafePipError(f"script not found: {head}", EXIT_NOT_FOUND)
+        if not head.endswith((".py", ".pyw")) and "/" in head:
+            # ./tool or bin/thing: a file named explicitly is executed as it is.
+            _require_executable(script, "program")
+            return Target("command", script, (head, *rest))
+        return Target("script", python, (python, script, *rest))
+    if venv is not None:
+        entry = venv / "bin" / head
+        if entry.exists():
+            _require_executable(str(entry), "console script")
+            return Target("entry-point", str(entry), (head, *rest))
+        where = f"the venv {venv}"
+    else:
+        where = "any venv (none found: pass --venv or set VIRTUAL_ENV)"
+    raise SafePipError(
+        f"'{head}' is not a script or a console script of {where}; "
+        f"to run a command use: safe-run -- {head}",
+        EXIT_NOT_FOUND,
+    )

@@ -1,0 +1,60 @@
+"""The environment the sandboxed program sees: an allowlist, never the caller's whole env.
+
+Secrets most often leak through environment variables (``OPENAI_API_KEY``,
+``GITHUB_TOKEN``, ``AWS_*``), so nothing passes unless it is on this list or the
+policy's ``env.pass``.  Everything here is harmless presentation state: locale,
+terminal, time zone, colour preferences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+#: Names passed from the caller by default (plus every ``LC_*``).
+DEFAULT_PASS: tuple[str, ...] = (
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "COLUMNS",
+    "LINES",
+    "USER",
+    "LOGNAME",
+)
+
+
+def build_environment(
+    caller: Mapping[str, str],
+    *,
+    pass_names: Iterable[str],
+    set_values: Iterable[tuple[str, str]],
+    home: str,
+    tmpdir: str,
+    path_dirs: Iterable[str],
+    venv: str | None,
+) -> dict[str, str]:
+    """Return the child's environment.
+
+    Order matters: allowlisted caller values first, then the sandbox's own facts
+    (HOME, TMPDIR, PATH, VIRTUAL_ENV), then the policy's ``env.set``, which has the
+    last word because the user wrote it on purpose.
+    """
+    allowed = set(DEFAULT_PASS)
+    allowed.update(pass_names)
+    env = {
+        name: value for name, value in caller.items() if name in allowed or name.startswith("LC_")
+    }
+    env["HOME"] = home
+    env["TMPDIR"] = tmpdir
+    env["PATH"] = ":".join(dict.fromkeys(path_dirs))
+    env["SAFE_RUN"] = "1"
+    if venv is not None:
+        env["VIRTUAL_ENV"] = venv
+    for name, value in set_values:
+        env[name] = value
+    return env

@@ -1,0 +1,290 @@
+"""Utility tests: ordinary programs keep working inside the sandbox, in both modes."""
+
+from __future__ import annotations
+
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sandbox_harness import MODES, SAFE_RUN, World, make_world
+
+from safe_pip.sandbox.namespaces import userns_available
+
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(not SAFE_RUN.exists(), reason="safe-run is not installed next to python"),
+]
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    if request.param == "namespace":
+        ok, why = userns_available()
+        if not ok:
+            pytest.skip(f"namespace mode unavailable: {why}")
+    return str(request.param)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path, '[tool.safe-run.filesystem]\nwrite = ["out"]\n')
+
+
+def run_code(world: World, mode: str, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    script = world.write_script(code, "job.py")
+    return world.run_safe(mode, str(script), *args)
+
+
+def test_reads_project_data_and_writes_granted_output(world: World, mode: str) -> None:
+    (world.project / "out").mkdir()
+    out = run_code(
+        world,
+        mode,
+        """
+import pathlib
+text = pathlib.Path("data/input.txt").read_text()
+pathlib.Path("out/result.txt").write_text(text.upper())
+try:
+    pathlib.Path("data/input.txt").write_text("overwritten")
+    print("project writable?!")
+except OSError:
+    print("project read-only")
+""",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "project read-only" in out.stdout
+    assert (world.project / "out" / "result.txt").read_text() == "HELLO DATA\n"
+    assert (world.project / "data" / "input.txt").read_text() == "hello data\n"
+
+
+def test_subprocesses_and_shell(world: World, mode: str) -> None:
+    out = run_code(
+        world,
+        mode,
+        """
+import subprocess, sys
+def run(*args, **kwargs):
+    return subprocess.run(*args, capture_output=True, text=True, **kwargs).stdout.strip()
+print(run([sys.executable, "-c", "print(6*7)"]))
+print(run("echo from-sh | tr a-z A-Z", shell=True))
+""",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["42", "FROM-SH"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing(world: World, mode: str, method: str) -> None:
+    out = run_code(
+        world,
+        mode,
+        f"""
+import multiprocessing as mp
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    with mp.get_context("{method}").Pool(2) as pool:
+        print(sum(pool.map(square, range(10))))
+""",
+    )
+    if mode == "fallback" and method == "forkserver":
+        # forkserver talks over an AF_UNIX socket; fallback mode refuses socket()
+        # because Landlock before ABI 9 cannot filter connect() to unix sockets.
+        assert out.returncode != 0
+        return
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "285"
+
+
+def test_tempfile_and_private_home(world: World, mode: str) -> None:
+    out = run_code(
+        world,
+        mode,
+        """
+import os, sys, tempfile, pathlib
+with tempfile.NamedTemporaryFile("w+") as f:
+    f.write("ok"); f.flush(); f.seek(0); print(f.read())
+home = pathlib.Path.home()
+(home / ".cache").mkdir()
+(home / ".cache" / "x").write_text("cached")
+print(home != pathlib.Path(sys.argv[1]))
+print(sorted(p.name for p in home.iterdir()))
+""",
+        str(world.home),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["ok", "True"]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("raise SystemExit(3)", 3),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", 128 + signal.SIGTERM),
+        ("raise RuntimeError('boom')", 1),
+    ],
+)
+def test_exit_codes(world: World, mode: str, code: str, expected: int) -> None:
+    assert run_code(world, mode, code).returncode == expected
+
+
+def test_missing_script_is_127(world: World, mode: str) -> None:
+    out = world.run_safe(mode, "nope.py")
+    assert out.returncode == 127
+    assert "not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_command_is_127(world: World, mode: str) -> None:
+    out = world.run_safe(mode, "--", "no-such-command-xyz")
+    assert out.returncode == 127 and "Traceback" not in out.stderr
+
+
+def test_not_executable_is_126(world: World, mode: str) -> None:
+    tool = world.project / "tool"
+    tool.write_text("#!/bin/sh\necho hi\n")
+    tool.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+    out = world.run_safe(mode, "--", "./tool")
+    assert out.returncode == 126, out.stderr
+
+
+def test_bad_policy_is_125_one_line(tmp_path: Path, mode: str) -> None:
+    world = make_world(tmp_path, '[tool.safe-run.filesystem]\nreed = ["x"]\n')
+    out = world.run_safe(mode, "--", "true")
+    assert out.returncode == 125
+    assert "reed" in out.stderr and "pyproject.toml" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_module_and_command_targets(world: World, mode: str) -> None:
+    out = world.run_safe(mode, "-m", "json.tool", "--help")
+    assert out.returncode == 0 and "usage" in out.stdout.lower()
+    out = world.run_safe(mode, "--", "sh", "-c", "echo $HOME; exit 4")
+    assert out.returncode == 4
+    assert out.stdout.strip() != str(world.home)
+
+
+def test_entry_point_target(tmp_path: Path, mode: str) -> None:
+    world = make_world(tmp_path)
+    venv = world.project / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    entry = venv / "bin" / "hello-tool"
+    entry.write_text(f"#!{venv}/bin/python\nimport sys\nprint('hello', *sys.argv[1:])\n")
+    entry.chmod(0o755)
+    out = subprocess.run(
+        [str(SAFE_RUN), "--venv", str(venv), "hello-tool", "a", "b"],
+        cwd=world.project,
+        env=world.env(mode),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hello a b"
+    out = subprocess.run(
+        [str(SAFE_RUN), "--venv", str(venv), "not-a-tool"],
+        cwd=world.project,
+        env=world.env(mode),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 127 and "safe-run -- not-a-tool" in out.stderr
+
+
+def test_sigterm_reaches_target(world: World, mode: str) -> None:
+    script = world.write_script(
+        """
+import signal, sys, time
+def bye(signum, frame):
+    print("got", signum, flush=True)
+    sys.exit(7)
+signal.signal(signal.SIGTERM, bye)
+print("ready", flush=True)
+time.sleep(30)
+""",
+        "sleeper.py",
+    )
+    proc = subprocess.Popen(
+        world.safe_run_argv(str(script)),
+        cwd=world.project,
+        env=world.env(mode),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 7
+    assert "got 15" in proc.stdout.read()
+
+
+def test_sigint_reaches_target(world: World, mode: str) -> None:
+    script = world.write_script(
+        """
+import time
+print("ready", flush=True)
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    raise SystemExit(9)
+""",
+        "sleeper.py",
+    )
+    proc = subprocess.Popen(
+        world.safe_run_argv(str(script)),
+        cwd=world.project,
+        env=world.env(mode),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 9
+    assert "interrupted" in proc.stdout.read()
+
+
+def test_explain_runs_nothing(world: World, mode: str) -> None:
+    marker = world.project / "ran"
+    script = world.write_script(f"open({str(marker)!r}, 'w').close()", "job.py")
+    out = world.run_safe(mode, str(script), flags=("--explain",))
+    assert out.returncode == 0, out.stderr
+    assert "[tool.safe-run" in out.stdout
+    assert "mode: " + mode in out.stdout
+    assert not marker.exists()
+
+
+def test_supervisor_killed_takes_sandbox_down(world: World, mode: str) -> None:
+    if mode == "fallback":
+        pytest.skip("fallback mode documents that descendants survive a SIGKILLed supervisor")
+    beat = world.root / "beat"
+    script = world.write_script(
+        f"""
+import time
+while True:
+    open({str(beat)!r}, "a").write(".")
+    time.sleep(0.05)
+""",
+        "loop.py",
+    )
+    proc = subprocess.Popen(
+        world.safe_run_argv(str(script), flags=("--allow-write", str(world.root))),
+        cwd=world.project,
+        env=world.env(mode),
+    )
+    deadline = time.time() + 20
+    while not beat.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.3)
+    size = beat.stat().st_size
+    time.sleep(0.4)
+    assert beat.stat().st_size == size
