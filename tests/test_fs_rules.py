@@ -68,6 +68,11 @@ def _child_outcome(action: Callable[[], object], ruleset: Ruleset | None) -> str
     return "ok"
 
 
+def fs_grants(**kinds: tuple[Path, ...]) -> FsGrants:
+    """FsGrants from test paths: the record holds plain strings."""
+    return FsGrants(**{kind: tuple(map(str, paths)) for kind, paths in kinds.items()})
+
+
 def sandbox(grants: FsGrants, *, carve_protected: bool = True) -> Ruleset:
     """A ruleset holding exactly the rules ``landlock_rules`` computes for ``grants``."""
     ruleset = Ruleset()
@@ -104,7 +109,7 @@ def list_dir(path: Path) -> Callable[[], object]:
     return lambda: os.listdir(path)
 
 
-def rules_dict(grants: FsGrants, *, carve_protected: bool = True) -> dict[Path, AccessFs]:
+def rules_dict(grants: FsGrants, *, carve_protected: bool = True) -> dict[str, AccessFs]:
     return dict(landlock_rules(grants, RULES_ABI, carve_protected=carve_protected))
 
 
@@ -141,39 +146,39 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_plain_grants_become_plain_rules(home: Path) -> None:
-    rules = rules_dict(FsGrants(read=(home / "src",), write=(home / "work",)))
-    assert rules == {home / "src": READ, home / "work": ALL}
+    rules = rules_dict(fs_grants(read=(home / "src",), write=(home / "work",)))
+    assert rules == {str(home / "src"): READ, str(home / "work"): ALL}
 
 
 def test_write_wins_over_read_on_the_same_path(home: Path) -> None:
-    assert rules_dict(FsGrants(read=(home,), write=(home,))) == {home: ALL}
+    assert rules_dict(fs_grants(read=(home,), write=(home,))) == {str(home): ALL}
 
 
 def test_missing_paths_are_skipped(home: Path) -> None:
-    grants = FsGrants(read=(home / "nope", home / "src"), deny=(home / "src" / "absent",))
-    assert rules_dict(grants) == {home / "src": READ}
+    grants = fs_grants(read=(home / "nope", home / "src"), deny=(home / "src" / "absent",))
+    assert rules_dict(grants) == {str(home / "src"): READ}
 
 
 def test_relative_paths_are_refused() -> None:
     with pytest.raises(ValueError, match="absolute"):
-        landlock_rules(FsGrants(read=(Path("relative"),)), RULES_ABI, carve_protected=True)
+        landlock_rules(FsGrants(read=("relative",)), RULES_ABI, carve_protected=True)
 
 
 def test_deny_outside_every_grant_needs_no_rule(home: Path, tmp_path: Path) -> None:
-    rules = rules_dict(FsGrants(read=(home / "src",), deny=(home / ".ssh",)))
-    assert rules == {home / "src": READ}
+    rules = rules_dict(fs_grants(read=(home / "src",), deny=(home / ".ssh",)))
+    assert rules == {str(home / "src"): READ}
 
 
 def test_deny_carves_the_grant(home: Path) -> None:
-    rules = rules_dict(FsGrants(read=(home,), deny=(home / ".ssh",)))
-    assert rules[home] == AccessFs.READ_DIR
-    assert rules[home / ".bashrc"] == AccessFs.EXECUTE | AccessFs.READ_FILE
-    assert rules[home / "src"] == READ
-    assert not any(path.is_relative_to(home / ".ssh") for path in rules)
+    rules = rules_dict(fs_grants(read=(home,), deny=(home / ".ssh",)))
+    assert rules[str(home)] == AccessFs.READ_DIR
+    assert rules[str(home / ".bashrc")] == AccessFs.EXECUTE | AccessFs.READ_FILE
+    assert rules[str(home / "src")] == READ
+    assert not any(Path(path).is_relative_to(home / ".ssh") for path in rules)
 
 
 def test_deny_wins_over_a_grant_inside_it(home: Path) -> None:
-    grants = FsGrants(
+    grants = fs_grants(
         read=(home / ".ssh" / "config",), write=(home / ".ssh",), deny=(home / ".ssh",)
     )
     assert rules_dict(grants) == {}
@@ -184,18 +189,18 @@ def test_nested_grants_are_both_carved(tmp_path: Path) -> None:
     (a / "b" / "c").mkdir(parents=True)
     (a / "b" / "d").mkdir()
     (a / "e").mkdir()
-    rules = rules_dict(FsGrants(read=(a,), write=(a / "b",), deny=(a / "b" / "c",)))
-    assert rules[a] == rules[a / "b"] == AccessFs.READ_DIR
-    assert rules[a / "b" / "d"] == ALL
-    assert rules[a / "e"] == READ
-    assert a / "b" / "c" not in rules
+    rules = rules_dict(fs_grants(read=(a,), write=(a / "b",), deny=(a / "b" / "c",)))
+    assert rules[str(a)] == rules[str(a / "b")] == AccessFs.READ_DIR
+    assert rules[str(a / "b" / "d")] == ALL
+    assert rules[str(a / "e")] == READ
+    assert str(a / "b" / "c") not in rules
 
 
 def test_symlinks_met_while_carving_are_not_granted(home: Path) -> None:
     (home / "rootlink").symlink_to("/")
-    rules = rules_dict(FsGrants(read=(home,), deny=(home / ".ssh",)))
-    assert Path("/") not in rules
-    assert home / "rootlink" not in rules
+    rules = rules_dict(fs_grants(read=(home,), deny=(home / ".ssh",)))
+    assert "/" not in rules
+    assert str(home / "rootlink") not in rules
 
 
 def test_only_directories_leading_to_an_exclusion_are_scanned(home: Path) -> None:
@@ -203,55 +208,55 @@ def test_only_directories_leading_to_an_exclusion_are_scanned(home: Path) -> Non
     big.mkdir()
     for index in range(50):
         (big / f"f{index}").touch()
-    rules = rules_dict(FsGrants(read=(home,), deny=(home / ".ssh",)))
-    assert rules[big] == READ
-    assert not any(path.parent == big for path in rules)
+    rules = rules_dict(fs_grants(read=(home,), deny=(home / ".ssh",)))
+    assert rules[str(big)] == READ
+    assert not any(os.path.dirname(path) == str(big) for path in rules)
 
 
 def test_protected_paths_keep_read_under_a_write_grant(project: Path) -> None:
-    grants = FsGrants(
+    grants = fs_grants(
         write=(project,), protected=(project / "pyproject.toml", project / ".git" / "hooks")
     )
     rules = rules_dict(grants)
     file_read = AccessFs.EXECUTE | AccessFs.READ_FILE
-    assert rules[project] == READ
-    assert rules[project / ".git"] == READ
-    assert rules[project / ".git" / "hooks"] == READ
-    assert rules[project / "pyproject.toml"] == file_read
-    assert rules[project / ".git" / "config"] == ALL & FILE_ONLY
-    assert rules[project / "src"] == ALL
+    assert rules[str(project)] == READ
+    assert rules[str(project / ".git")] == READ
+    assert rules[str(project / ".git" / "hooks")] == READ
+    assert rules[str(project / "pyproject.toml")] == file_read
+    assert rules[str(project / ".git" / "config")] == ALL & FILE_ONLY
+    assert rules[str(project / "src")] == ALL
 
 
 def test_protected_paths_are_left_alone_without_carve_protected(project: Path) -> None:
-    grants = FsGrants(write=(project,), protected=(project / "pyproject.toml",))
-    assert rules_dict(grants, carve_protected=False) == {project: ALL}
+    grants = fs_grants(write=(project,), protected=(project / "pyproject.toml",))
+    assert rules_dict(grants, carve_protected=False) == {str(project): ALL}
 
 
 def test_a_missing_protected_path_still_blocks_its_creation(project: Path) -> None:
     (project / ".git" / "hooks").rmdir()
-    rules = rules_dict(FsGrants(write=(project,), protected=(project / ".git" / "hooks",)))
-    assert rules[project / ".git"] == READ  # no MAKE_DIR where hooks/ would appear
-    assert rules[project / ".git" / "config"] & AccessFs.WRITE_FILE
+    rules = rules_dict(fs_grants(write=(project,), protected=(project / ".git" / "hooks",)))
+    assert rules[str(project / ".git")] == READ  # no MAKE_DIR where hooks/ would appear
+    assert rules[str(project / ".git" / "config")] & AccessFs.WRITE_FILE
 
 
 def test_device_grants_get_file_rights_only() -> None:
-    rules = dict(landlock_rules(FsGrants(devices_rw=(Path("/dev/null"),)), 7, carve_protected=True))
-    assert rules == {
-        Path("/dev/null"): AccessFs.READ_FILE | AccessFs.WRITE_FILE | AccessFs.IOCTL_DEV
-    }
-    old = dict(landlock_rules(FsGrants(devices_rw=(Path("/dev/null"),)), 3, carve_protected=True))
-    assert old == {Path("/dev/null"): AccessFs.READ_FILE | AccessFs.WRITE_FILE}
+    rules = dict(
+        landlock_rules(fs_grants(devices_rw=(Path("/dev/null"),)), 7, carve_protected=True)
+    )
+    assert rules == {"/dev/null": AccessFs.READ_FILE | AccessFs.WRITE_FILE | AccessFs.IOCTL_DEV}
+    old = dict(landlock_rules(fs_grants(devices_rw=(Path("/dev/null"),)), 3, carve_protected=True))
+    assert old == {"/dev/null": AccessFs.READ_FILE | AccessFs.WRITE_FILE}
 
 
 def test_rights_follow_the_abi(home: Path) -> None:
-    rules = dict(landlock_rules(FsGrants(write=(home,)), 1, carve_protected=True))
-    assert rules == {home: fs_access_for_abi(1)}
-    assert not rules[home] & AccessFs.REFER
+    rules = dict(landlock_rules(fs_grants(write=(home,)), 1, carve_protected=True))
+    assert rules == {str(home): fs_access_for_abi(1)}
+    assert not rules[str(home)] & AccessFs.REFER
 
 
 def test_summary_names_kind_path_and_rights(home: Path) -> None:
     lines = fs_rules_summary(
-        landlock_rules(FsGrants(read=(home,), deny=(home / ".ssh",)), 7, carve_protected=True)
+        landlock_rules(fs_grants(read=(home,), deny=(home / ".ssh",)), 7, carve_protected=True)
     )
     assert f"list  {home}  [read_dir]" in lines
     assert f"read  {home / 'src'}  [execute,read_file,read_dir]" in lines
@@ -264,7 +269,7 @@ def test_summary_names_kind_path_and_rights(home: Path) -> None:
 def test_secret_under_a_read_home_stays_unreadable(home: Path) -> None:
     secret = home / ".ssh" / "id_rsa"
     assert outcome(read_file(secret)) == "ok"
-    with sandbox(FsGrants(read=(home,), deny=(home / ".ssh",))) as ruleset:
+    with sandbox(fs_grants(read=(home,), deny=(home / ".ssh",))) as ruleset:
         assert outcome(read_file(secret), ruleset) == "EACCES"
         assert outcome(read_file(home / ".ssh" / "config"), ruleset) == "EACCES"
         assert outcome(read_file(home / ".bashrc"), ruleset) == "ok"
@@ -282,7 +287,7 @@ def test_symlink_made_in_a_writable_dir_does_not_reach_the_secret(home: Path) ->
         read_file(link)()
 
     assert outcome(attack) == "ok"
-    with sandbox(FsGrants(read=(home,), write=(work,), deny=(home / ".ssh",))) as ruleset:
+    with sandbox(fs_grants(read=(home,), write=(work,), deny=(home / ".ssh",))) as ruleset:
         assert outcome(attack, ruleset) == "EACCES"
 
 
@@ -296,7 +301,7 @@ def test_hardlink_to_the_secret_cannot_be_made(home: Path) -> None:
 
     assert outcome(attack) == "ok"
     stolen.unlink()
-    with sandbox(FsGrants(read=(home,), write=(work,), deny=(home / ".ssh",))) as ruleset:
+    with sandbox(fs_grants(read=(home,), write=(work,), deny=(home / ".ssh",))) as ruleset:
         assert outcome(attack, ruleset) in {"EACCES", "EXDEV"}
     assert not stolen.exists()
 
@@ -309,7 +314,7 @@ def test_symlink_to_outside_found_while_carving_grants_nothing(home: Path, tmp_p
     (home / "outlink").symlink_to(outside)
     steal = read_file(home / "outlink" / "secret.txt")
     assert outcome(steal) == "ok"
-    with sandbox(FsGrants(read=(home,), deny=(home / ".ssh",))) as ruleset:
+    with sandbox(fs_grants(read=(home,), deny=(home / ".ssh",))) as ruleset:
         assert outcome(steal, ruleset) == "EACCES"
 
 
@@ -321,7 +326,7 @@ def test_deny_given_as_a_symlink_protects_its_target(home: Path, tmp_path: Path)
     (home / ".aws").symlink_to(vault)
     steal = read_file(vault / "credentials")
     assert outcome(steal) == "ok"
-    with sandbox(FsGrants(read=(tmp_path,), deny=(home / ".aws",))) as ruleset:
+    with sandbox(fs_grants(read=(tmp_path,), deny=(home / ".aws",))) as ruleset:
         assert outcome(steal, ruleset) == "EACCES"
         assert outcome(read_file(home / ".aws" / "credentials"), ruleset) == "EACCES"
         assert outcome(read_file(home / ".bashrc"), ruleset) == "ok"
@@ -337,7 +342,7 @@ def test_deny_under_nested_read_and_write_grants(tmp_path: Path) -> None:
     (a / "e" / "notes").write_text("n")
     steal = read_file(a / "b" / "c" / "secret")
     assert outcome(steal) == "ok"
-    with sandbox(FsGrants(read=(a,), write=(a / "b",), deny=(a / "b" / "c",))) as ruleset:
+    with sandbox(fs_grants(read=(a,), write=(a / "b",), deny=(a / "b" / "c",))) as ruleset:
         assert outcome(steal, ruleset) == "EACCES"
         assert outcome(write_file(a / "b" / "c" / "planted"), ruleset) == "EACCES"
         assert outcome(write_file(a / "b" / "d" / "new"), ruleset) == "ok"
@@ -352,7 +357,7 @@ def test_protected_files_resist_tampering_under_a_write_grant(project: Path) -> 
     assert outcome(tamper) == outcome(plant) == "ok"  # the attacks work unconfined
     hook.unlink()
     before = policy.read_text()
-    grants = FsGrants(write=(project,), protected=(policy, project / ".git" / "hooks"))
+    grants = fs_grants(write=(project,), protected=(policy, project / ".git" / "hooks"))
     with sandbox(grants, carve_protected=True) as ruleset:
         assert outcome(tamper, ruleset) == "EACCES"
         assert outcome(plant, ruleset) == "EACCES"

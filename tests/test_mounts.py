@@ -59,10 +59,7 @@ SANDBOX_FLAGS = (
 )
 #: What a sandboxed /usr/bin/python3 needs, in its usual spelling (/lib64 and friends
 #: are symlinks on merged-/usr systems: the plan recreates them).
-SYSTEM_READ = tuple(
-    Path(p)
-    for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/alternatives")
-)
+SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/alternatives")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
@@ -75,6 +72,11 @@ def outcome(action: Callable[[], object]) -> str:
     except OSError as exc:
         return errno.errorcode.get(exc.errno or 0, str(exc))
     return "ok"
+
+
+def paths(*items: str | Path) -> tuple[str, ...]:
+    """Plan paths as MountPlan holds them: plain strings."""
+    return tuple(map(str, items))
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -187,7 +189,7 @@ def project(tmp_path: Path) -> Path:
 
 def test_relative_paths_are_rejected() -> None:
     with pytest.raises(MountError) as info:
-        prepare_root(MountPlan(read=(Path("relative/dir"),)))
+        prepare_root(MountPlan(read=paths("relative/dir")))
     assert info.value.errno == errno.EINVAL
     assert "relative/dir" in str(info.value)
 
@@ -196,11 +198,11 @@ def test_order_is_deterministic_and_parents_come_first(project: Path, tmp_path: 
     data = tmp_path / "data"
     data.mkdir()
     forward = MountPlan(
-        read=(Path("/usr"), data),
-        write=(project,),
-        protected=(project / "pyproject.toml", project / ".git" / "hooks"),
-        deny=(project / "secrets",),
-        tmpfs=(Path("/tmp"),),
+        read=paths("/usr", data),
+        write=paths(project),
+        protected=paths(project / "pyproject.toml", project / ".git" / "hooks"),
+        deny=paths(project / "secrets"),
+        tmpfs=paths("/tmp"),
     )
     backward = MountPlan(
         read=tuple(reversed(forward.read)),
@@ -223,7 +225,7 @@ def test_order_is_deterministic_and_parents_come_first(project: Path, tmp_path: 
 
 
 def test_one_fresh_file_system_per_path() -> None:
-    prepared = prepare_root(MountPlan(tmpfs=(Path("/tmp"), Path("/tmp/"), Path("/dev/shm"))))
+    prepared = prepare_root(MountPlan(tmpfs=paths("/tmp", "/tmp/", "/dev/shm")))
     fresh = [(op.action, op.dest) for op in prepared.ops if op.rank == mounts._FRESH]
     assert fresh.count(("tmpfs", "/tmp")) == 1
     assert [action for action, dest in fresh if dest == "/dev/shm"] == ["shm"]
@@ -232,7 +234,9 @@ def test_one_fresh_file_system_per_path() -> None:
 def test_missing_paths_are_skipped(tmp_path: Path) -> None:
     ghost = tmp_path / "does-not-exist"
     prepared = prepare_root(
-        MountPlan(read=(ghost,), write=(ghost / "w",), deny=(ghost,), protected=(ghost,))
+        MountPlan(
+            read=paths(ghost), write=paths(ghost / "w"), deny=paths(ghost), protected=paths(ghost)
+        )
     )
     assert all(str(ghost) not in op.dest for op in prepared.ops)
 
@@ -259,9 +263,9 @@ def test_file_outside_the_plan_is_absent(tmp_path: Path) -> None:
 
     # Without the sandbox (and with the directory granted) the attack works.
     assert attack() == {"stat": "ok", "read": "ok", "parent": "ok"}
-    assert run_sandboxed(MountPlan(read=(granted, outside)), attack)["read"] == "ok"
+    assert run_sandboxed(MountPlan(read=paths(granted, outside)), attack)["read"] == "ok"
     # With it, the file is not forbidden but absent: ENOENT, not EACCES.
-    assert run_sandboxed(MountPlan(read=(granted,)), attack) == {
+    assert run_sandboxed(MountPlan(read=paths(granted)), attack) == {
         "stat": "ENOENT",
         "read": "ENOENT",
         "parent": "ENOENT",
@@ -282,9 +286,9 @@ def test_denied_directory_under_a_bind_is_empty(project: Path) -> None:
             "rename": outcome(lambda: os.rename(secrets_dir, project / "moved")),
         }
 
-    without = run_sandboxed(MountPlan(write=(project,)), lambda: os.listdir(secrets_dir))
+    without = run_sandboxed(MountPlan(write=paths(project)), lambda: os.listdir(secrets_dir))
     assert without == ["key"]
-    assert run_sandboxed(MountPlan(write=(project,), deny=(secrets_dir,)), attack) == {
+    assert run_sandboxed(MountPlan(write=paths(project), deny=paths(secrets_dir)), attack) == {
         "list": [],
         "read": "ENOENT",
         "create": "EROFS",
@@ -307,10 +311,10 @@ def test_denied_file_under_a_bind_reads_empty(project: Path) -> None:
             "unlink": outcome(lambda: os.unlink(env_file)),
         }
 
-    assert run_sandboxed(MountPlan(read=(project,)), lambda: read_bytes(env_file).decode()) == (
+    assert run_sandboxed(MountPlan(read=paths(project)), lambda: read_bytes(env_file).decode()) == (
         "TOKEN=secret-token"
     )
-    assert run_sandboxed(MountPlan(write=(project,), deny=(env_file,)), attack) == {
+    assert run_sandboxed(MountPlan(write=paths(project), deny=paths(env_file)), attack) == {
         "read": "",
         "write": "EROFS",
         "unlink": "EBUSY",
@@ -325,9 +329,9 @@ def test_deny_wins_over_grants_beneath_it(project: Path, tmp_path: Path) -> None
     (elsewhere / "inner").mkdir(parents=True)
     (elsewhere / "inner" / "f").write_text("hidden")
     plan = MountPlan(
-        read=(project / "secrets" / "key", elsewhere / "inner"),
-        write=(project,),
-        deny=(project / "secrets", elsewhere),
+        read=paths(project / "secrets" / "key", elsewhere / "inner"),
+        write=paths(project),
+        deny=paths(project / "secrets", elsewhere),
     )
 
     def attack() -> dict[str, str]:
@@ -352,7 +356,7 @@ def test_overlays_hold_only_because_capabilities_are_dropped(project: Path) -> N
             err = ctypes.get_errno()
         return {"umount": errno.errorcode.get(err, "ok"), "list": os.listdir(secrets_dir)}
 
-    plan = MountPlan(write=(project,), deny=(secrets_dir,))
+    plan = MountPlan(write=paths(project), deny=paths(secrets_dir))
     assert run_sandboxed(plan, attack, drop_caps=False) == {"umount": "ok", "list": ["key"]}
     assert run_sandboxed(plan, attack) == {"umount": "EPERM", "list": []}
 
@@ -379,12 +383,12 @@ def test_protected_file_under_a_writable_bind(project: Path) -> None:
     def tamper() -> str:
         return outcome(lambda: write_text(policy, "x = 1\n", "a"))
 
-    unprotected = run_sandboxed(MountPlan(write=(project,)), tamper)
+    unprotected = run_sandboxed(MountPlan(write=paths(project)), tamper)
     assert unprotected == "ok"
     assert policy.read_text().endswith("x = 1\n")  # the attack did land on the host
     policy.write_text("[tool.safe-run]\n")
 
-    plan = MountPlan(write=(project,), protected=(policy,))
+    plan = MountPlan(write=paths(project), protected=paths(policy))
     assert run_sandboxed(plan, attack) == {
         "write": "EROFS",
         "append": "EROFS",
@@ -411,10 +415,10 @@ def test_no_new_file_in_a_protected_directory(project: Path) -> None:
         # writable .git/hooks be created at the path git reads.
         return outcome(lambda: os.rename(project / ".git", project / "git-old"))
 
-    assert run_sandboxed(MountPlan(write=(project,)), plant_hook) == "ok"
+    assert run_sandboxed(MountPlan(write=paths(project)), plant_hook) == "ok"
     (hooks / "post-checkout").unlink()
 
-    plan = MountPlan(write=(project,), protected=(hooks,))
+    plan = MountPlan(write=paths(project), protected=paths(hooks))
     assert run_sandboxed(plan, plant_hook) == "EROFS"
     assert run_sandboxed(plan, move_git_away) == "EBUSY"
     assert sorted(p.name for p in hooks.iterdir()) == ["pre-commit.sample"]
@@ -434,8 +438,8 @@ def test_read_only_bind_covers_submounts(tmp_path: Path) -> None:
     def attack() -> str:
         return outcome(lambda: write_text(tree / "sub" / "f", "x"))
 
-    assert run_sandboxed(MountPlan(write=(tree,)), attack, before=stage_submount) == "ok"
-    assert run_sandboxed(MountPlan(read=(tree,)), attack, before=stage_submount) == "EROFS"
+    assert run_sandboxed(MountPlan(write=paths(tree)), attack, before=stage_submount) == "ok"
+    assert run_sandboxed(MountPlan(read=paths(tree)), attack, before=stage_submount) == "EROFS"
 
 
 def _mount_tmpfs(where: Path, flags: int = 0) -> int:
@@ -495,7 +499,7 @@ def test_locked_mount_flags_survive_the_read_only_remount(tmp_path: Path, legacy
             "sub-flags": [bool(sub.f_flag & f) for f in (os.ST_RDONLY, os.ST_NOSUID)],
         }
 
-    plan = MountPlan(read=(tree,), proc=False)  # a nested userns may not mount proc
+    plan = MountPlan(read=paths(tree), proc=False)  # a nested userns may not mount proc
     result = run_sandboxed(
         plan, attack, before=stage_locked_mounts, drop_caps=False, loopback=False
     )
@@ -532,8 +536,8 @@ def test_pathname_unix_socket_outside_the_plan_is_unreachable(tmp_path: Path) ->
         assert attack() == "ok"  # from the host
         # Pathname sockets cross network namespaces, and a read-only bind does not stop
         # connect(): only leaving the directory out of the plan does.
-        assert run_sandboxed(MountPlan(read=(outside,)), attack) == "ok"
-        assert run_sandboxed(MountPlan(read=(tmp_path / "nothing",)), attack) == "ENOENT"
+        assert run_sandboxed(MountPlan(read=paths(outside)), attack) == "ok"
+        assert run_sandboxed(MountPlan(read=paths(tmp_path / "nothing")), attack) == "ENOENT"
     finally:
         server.close()
 
@@ -571,7 +575,7 @@ def test_writes_under_a_write_bind_reach_the_host(project: Path) -> None:
         write_text(project / "build" / "lib" / "out.txt", "built")
         return os.getcwd()
 
-    cwd = run_sandboxed(MountPlan(write=(project,), workdir=project), build)
+    cwd = run_sandboxed(MountPlan(write=paths(project), workdir=str(project)), build)
     assert cwd == str(project)
     assert (project / "build" / "lib" / "out.txt").read_text() == "built"
 
@@ -627,7 +631,7 @@ def test_tmp_is_private_writable_and_empty(tmp_path: Path) -> None:
         return {"before": before, "root-create": outcome(lambda: write_text("/evil", "x"))}
 
     assert os.listdir("/tmp")  # the host's /tmp is not empty (it holds tmp_path)
-    result = run_sandboxed(MountPlan(read=(Path("/usr"),), tmpfs=(Path("/tmp"),)), use_tmp)
+    result = run_sandboxed(MountPlan(read=paths("/usr"), tmpfs=paths("/tmp")), use_tmp)
     assert result == {"before": [], "root-create": "EROFS"}
     assert not scratch.exists()
 
@@ -638,9 +642,9 @@ def test_tmp_is_private_writable_and_empty(tmp_path: Path) -> None:
 def test_python_runs_inside(project: Path) -> None:
     plan = MountPlan(
         read=SYSTEM_READ,
-        write=(project,),
-        tmpfs=(Path("/tmp"),),
-        workdir=project,
+        write=paths(project),
+        tmpfs=paths("/tmp"),
+        workdir=str(project),
     )
     code = "import json, os, sys; print(json.dumps([sys.version_info[0], os.getcwd()]))"
 
@@ -670,7 +674,7 @@ def test_symlinked_grants_are_recreated(tmp_path: Path) -> None:
             "sibling": outcome(lambda: read_bytes(tmp_path / "store" / "sibling.txt")),
         }
 
-    assert run_sandboxed(MountPlan(read=(tmp_path / "abs",)), look) == {
+    assert run_sandboxed(MountPlan(read=paths(tmp_path / "abs")), look) == {
         "via-abs": "payload",
         "current": "store/v1",
         "abs": str(tmp_path / "current"),
@@ -698,7 +702,7 @@ def test_system_symlink_becomes_a_link_not_a_second_bind() -> None:
 def test_missing_workdir_is_an_error(tmp_path: Path) -> None:
     def enter() -> str:
         try:
-            enter_private_root(MountPlan(workdir=tmp_path / "nowhere", proc=False, dev=False))
+            enter_private_root(MountPlan(workdir=str(tmp_path / "nowhere"), proc=False, dev=False))
         except MountError as exc:
             return str(exc)
         return "entered"
@@ -735,12 +739,12 @@ def test_setup_time(tmp_path: Path, project: Path) -> None:
         )
     ]
     plan = MountPlan(
-        read=(*SYSTEM_READ, *etc_files, Path("/etc/ssl"), Path(sys.prefix)),
-        write=(project,),
-        deny=(project / "secrets", project / ".env"),
-        protected=(project / "pyproject.toml", project / ".git" / "hooks"),
-        tmpfs=(Path("/tmp"), Path("/var/tmp")),
-        workdir=project,
+        read=paths(*SYSTEM_READ, *etc_files, "/etc/ssl", sys.prefix),
+        write=paths(project),
+        deny=paths(project / "secrets", project / ".env"),
+        protected=paths(project / "pyproject.toml", project / ".git" / "hooks"),
+        tmpfs=paths("/tmp", "/var/tmp"),
+        workdir=str(project),
     )
     prepared = prepare_root(plan)
     uid, gid = os.getuid(), os.getgid()

@@ -77,10 +77,6 @@ def load_error(cwd: Path, **kwargs: object) -> PolicyError:
     return info.value
 
 
-def strs(paths: tuple[Path, ...]) -> list[str]:
-    return [str(p) for p in paths]
-
-
 @pytest.fixture
 def no_outer_pyproject(tmp_path: Path) -> None:
     """Discovery tests need a tmp dir with no pyproject.toml anywhere above it."""
@@ -96,52 +92,52 @@ def test_find_pyproject_walks_upward_to_the_nearest(tmp_path: Path) -> None:
     inner = make_project(outer / "inner", None)
     deep = inner / "a" / "b"
     deep.mkdir(parents=True)
-    assert find_pyproject(deep) == inner / "pyproject.toml"
-    assert find_pyproject(outer / "other") == outer / "pyproject.toml"  # need not exist
-    assert find_pyproject(inner) == inner / "pyproject.toml"
+    assert find_pyproject(deep) == str(inner / "pyproject.toml")
+    assert find_pyproject(outer / "other") == str(outer / "pyproject.toml")  # need not exist
+    assert find_pyproject(str(inner)) == str(inner / "pyproject.toml")
 
 
 def test_no_pyproject_means_cwd_is_the_project(tmp_path: Path, no_outer_pyproject: None) -> None:
     assert find_pyproject(tmp_path) is None
     policy = load(tmp_path)
-    assert policy.project_dir == tmp_path
+    assert policy.project_dir == str(tmp_path)
     assert policy.pyproject is None
     assert policy.sources == ("profile:base",)
-    assert tmp_path in policy.filesystem.read
+    assert str(tmp_path) in policy.filesystem.read
     assert policy.network.mode == "none"
-    assert tmp_path / "pyproject.toml" in policy.filesystem.protected
+    assert str(tmp_path / "pyproject.toml") in policy.filesystem.protected
 
 
 def test_pyproject_without_table_is_still_the_project_root(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj", None)
     (root / "src").mkdir()
     policy = load(root / "src")
-    assert policy.project_dir == root
+    assert policy.project_dir == str(root)
     assert policy.pyproject is None
     assert policy.sources == ("profile:base",)
-    assert root in policy.filesystem.read
-    assert strs(policy.filesystem.protected) == [
+    assert str(root) in policy.filesystem.read
+    assert policy.filesystem.protected == (
         f"{root}/pyproject.toml",
         f"{root}/.git/hooks",
         f"{root}/.git/config",
-    ]
+    )
 
 
 def test_pyproject_with_table_supplies_the_policy(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj", 'filesystem.read = ["data"]\n')
     policy = load(root)
-    assert policy.pyproject == root / "pyproject.toml"
+    assert policy.pyproject == str(root / "pyproject.toml")
     assert policy.sources == ("profile:base", str(root / "pyproject.toml"))
-    assert root / "data" in policy.filesystem.read
+    assert str(root / "data") in policy.filesystem.read
 
 
 def test_project_option_overrides_discovery(tmp_path: Path) -> None:
     here = make_project(tmp_path / "here", 'filesystem.read = ["here-data"]\n')
     there = make_project(tmp_path / "there", 'filesystem.read = ["there-data"]\n')
     policy = load(here, project=Path("../there"))
-    assert policy.project_dir == there
-    assert there / "there-data" in policy.filesystem.read
-    assert here / "here-data" not in policy.filesystem.read
+    assert policy.project_dir == str(there)
+    assert str(there / "there-data") in policy.filesystem.read
+    assert str(here / "here-data") not in policy.filesystem.read
 
 
 def test_project_option_requires_a_pyproject(tmp_path: Path) -> None:
@@ -167,10 +163,10 @@ def test_extends_builtin_profile(tmp_path: Path) -> None:
 def test_project_write_profile_expands_project_token(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", 'extends = ["project-write"]\n')
     policy = load(root / ".")
-    assert policy.filesystem.write == (root,)
+    assert policy.filesystem.write == (str(root),)
     assert policy.sources[:3] == ("profile:base", "profile:python-runtime", "profile:project-write")
     # The policy file itself stays protected under the now-writable project.
-    assert root / "pyproject.toml" in policy.filesystem.protected
+    assert str(root / "pyproject.toml") in policy.filesystem.protected
 
 
 def test_extends_relative_file_resolves_paths_against_that_file(tmp_path: Path) -> None:
@@ -183,10 +179,10 @@ def test_extends_relative_file_resolves_paths_against_that_file(tmp_path: Path) 
     )
     root = make_project(tmp_path / "proj", 'extends = ["../shared/policy.toml"]\n')
     policy = load(root)
-    assert tmp_path / "shared" / "assets" in policy.filesystem.read
-    assert tmp_path / "common" in policy.filesystem.read
+    assert str(tmp_path / "shared" / "assets") in policy.filesystem.read
+    assert str(tmp_path / "common") in policy.filesystem.read
     assert policy.sources == ("profile:base", str(shared), str(root / "pyproject.toml"))
-    assert shared in policy.filesystem.protected
+    assert str(shared) in policy.filesystem.protected
 
 
 def test_nested_extends_merge_depth_first(tmp_path: Path) -> None:
@@ -222,7 +218,7 @@ def test_nested_extends_merge_depth_first(tmp_path: Path) -> None:
         str(tmp_path / "outer.toml"),
         str(root / "pyproject.toml"),
     )
-    read = strs(policy.filesystem.read)
+    read = list(policy.filesystem.read)
     assert read.index("/inner") < read.index("/outer") < read.index("/table")
     assert dict(policy.env.set_values) == {"ORDER": "outer", "ONLY_INNER": "1"}
 
@@ -295,7 +291,7 @@ def fake_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "policies"
     directory.mkdir()
     base = profiles.profile_path("base")
-    (directory / "base.toml").write_bytes(base.read_bytes())
+    (directory / "base.toml").write_bytes(Path(base).read_bytes())
     monkeypatch.setattr(profiles, "_profile_dir", str(directory))
     return directory
 
@@ -338,7 +334,7 @@ def test_lists_concatenate_without_duplicates(tmp_path: Path) -> None:
         """,
     )
     policy = load(root)
-    read = strs(policy.filesystem.read)
+    read = list(policy.filesystem.read)
     assert [p for p in read if p in ("/a", "/b", "/c")] == ["/a", "/b", "/c"]
     assert len(read) == len(set(read))
     assert policy.env.pass_names == ("X", "Y", "Z")
@@ -348,9 +344,9 @@ def test_base_is_always_first_and_its_deny_list_stays(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", 'filesystem.read = ["~"]\n')
     policy = load(root)
     assert policy.sources[0] == "profile:base"
-    assert HOME in policy.filesystem.read
-    assert HOME / ".ssh" in policy.filesystem.deny
-    assert Path("/usr") in policy.filesystem.read
+    assert str(HOME) in policy.filesystem.read
+    assert str(HOME / ".ssh") in policy.filesystem.deny
+    assert "/usr" in policy.filesystem.read
 
 
 def test_network_none_in_later_layer_clears_earlier_allows(tmp_path: Path) -> None:
@@ -413,9 +409,9 @@ def test_cli_overrides_are_the_last_layer(tmp_path: Path) -> None:
     )
     policy = load(sub, overrides=overrides)
     assert policy.sources[-1] == CLI_SOURCE
-    for path in (sub / "data", HOME / "models", Path("/srv/data/x")):
+    for path in (f"{sub}/data", f"{HOME}/models", "/srv/data/x"):
         assert path in policy.filesystem.read
-    assert policy.filesystem.write == (sub / "out",)
+    assert policy.filesystem.write == (f"{sub}/out",)
     assert policy.env.pass_names[-1] == "OPENAI_BASE_URL"
     assert policy.network.allow == ("pypi.org", "localhost:8000", "[::1]:8000")
 
@@ -490,7 +486,7 @@ def test_path_expansion(tmp_path: Path) -> None:
         """,
     )
     policy = load(root)
-    read = strs(policy.filesystem.read)
+    read = list(policy.filesystem.read)
     for expected in (
         "/home/alice",
         "/home/alice/docs",
@@ -501,21 +497,21 @@ def test_path_expansion(tmp_path: Path) -> None:
         "/home/alice/h",
     ):
         assert expected in read
-    assert strs(policy.filesystem.write) == ["/tmp/safe-run-xyz/tmp", f"{root}/out", str(root)]
-    assert strs(policy.filesystem.deny)[-2:] == [f"{root}/.env", f"{root}/secrets"]
+    assert list(policy.filesystem.write) == ["/tmp/safe-run-xyz/tmp", f"{root}/out", str(root)]
+    assert list(policy.filesystem.deny)[-2:] == [f"{root}/.env", f"{root}/secrets"]
 
 
 def test_symlinks_are_not_resolved(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     root = make_project(tmp_path / "p", f'filesystem.read = ["{tmp_path}/link/x"]\n')
-    assert tmp_path / "link" / "x" in load(root).filesystem.read
+    assert str(tmp_path / "link" / "x") in load(root).filesystem.read
 
 
 def test_project_variable_cannot_be_overridden_by_the_caller(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", 'filesystem.write = ["$PROJECT"]\n')
     policy = load(root, variables={"PROJECT": "/"})
-    assert policy.filesystem.write == (root,)
+    assert policy.filesystem.write == (str(root),)
 
 
 @pytest.mark.parametrize(
@@ -603,7 +599,7 @@ def test_invalid_pyproject_toml_names_the_line(tmp_path: Path) -> None:
 def test_pyproject_not_mentioning_safe_run_is_not_parsed(tmp_path: Path) -> None:
     # Other tools own the rest of the file; a broken file without our table is theirs.
     write(tmp_path / "p" / "pyproject.toml", "[project\nname = \n")
-    assert load(tmp_path / "p").project_dir == tmp_path / "p"
+    assert load(tmp_path / "p").project_dir == str(tmp_path / "p")
 
 
 def test_escaped_table_name_is_still_found(tmp_path: Path) -> None:
@@ -711,13 +707,13 @@ def test_each_builtin_profile_loads(tmp_path: Path, name: str) -> None:
 
 def test_builtin_profiles_have_an_explaining_comment() -> None:
     for name in profiles.available_profiles():
-        text = profiles.profile_path(name).read_text(encoding="utf-8")
+        text = Path(profiles.profile_path(name)).read_text(encoding="utf-8")
         assert text.startswith(f"# {name}: "), name
 
 
 @pytest.mark.parametrize("name", ["base", "python-runtime", "project-write", "network-none"])
 def test_builtin_profiles_stay_inside_the_fast_subset(name: str) -> None:
-    text = profiles.profile_path(name).read_text(encoding="utf-8")
+    text = Path(profiles.profile_path(name)).read_text(encoding="utf-8")
     parsed = profiles.parse_builtin(text)
     assert parsed is not None, f"{name}.toml left the subset parse_builtin reads"
     assert parsed == tomllib.loads(text)
@@ -829,21 +825,21 @@ SECRET_PATHS = [
 
 
 def test_base_profile_denies_every_named_secret(tmp_path: Path) -> None:
-    data = tomllib.loads(profiles.profile_path("base").read_text(encoding="utf-8"))
+    data = tomllib.loads(Path(profiles.profile_path("base")).read_text(encoding="utf-8"))
     deny = data["filesystem"]["deny"]
     missing = [path for path in SECRET_PATHS if path not in deny]
     assert not missing
     policy = load(make_project(tmp_path / "p"))
     for path in SECRET_PATHS:
-        assert HOME / path[2:] in policy.filesystem.deny
+        assert f"{HOME}/{path[2:]}" in policy.filesystem.deny
 
 
 def test_base_profile_reads_system_paths_but_not_resolv_conf(tmp_path: Path) -> None:
     read = load(make_project(tmp_path / "p")).filesystem.read
     for path in ("/usr", "/lib64", "/etc/ssl", "/etc/passwd", "/sys/devices/system/cpu"):
-        assert Path(path) in read
-    assert Path("/etc/resolv.conf") not in read
-    assert Path("/proc") not in read
+        assert path in read
+    assert "/etc/resolv.conf" not in read
+    assert "/proc" not in read
 
 
 # -- rendering ---------------------------------------------------------------------------

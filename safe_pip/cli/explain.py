@@ -7,8 +7,7 @@ child enforces.
 
 from __future__ import annotations
 
-import dataclasses
-
+from safe_pip._records import replace
 from safe_pip.launcher.plan import SandboxPlan
 from safe_pip.policy.model import FilesystemPolicy, Policy
 from safe_pip.policy.render import render_toml
@@ -17,7 +16,7 @@ from safe_pip.sandbox.probe import probe_layers
 
 def explain(policy: Policy, plan: SandboxPlan) -> str:
     grants = plan.grants
-    effective = dataclasses.replace(
+    effective = replace(
         policy,
         filesystem=FilesystemPolicy(
             read=grants.read,

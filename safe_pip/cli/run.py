@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, NoReturn
 
+from safe_pip._records import field, mutable_record
 from safe_pip.errors import SafePipError
+
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Literal, NoReturn
 
 USAGE = """\
 usage: safe-run [OPTIONS] script.py [ARGS ...]
@@ -59,7 +61,7 @@ _FLAG_OPTIONS = {
 }
 
 
-@dataclass
+@mutable_record
 class RunOptions:
     """Parsed command line of ``safe-run``."""
 
@@ -125,29 +127,34 @@ def parse_args(argv: list[str]) -> RunOptions:
     return opts
 
 
-def find_venv(opts: RunOptions, cwd: str, project_dir: Path) -> Path | None:
+def find_venv(opts: RunOptions, cwd: str, project_dir: str) -> str | None:
     """``--venv``, else ``$VIRTUAL_ENV``, else ``./.venv``, else the project's ``.venv``."""
+    from safe_pip.policy.model import pure_path
+
     if opts.venv:
-        venv = Path(os.path.abspath(opts.venv))
-        if not (venv / "pyvenv.cfg").is_file():
+        venv = os.path.abspath(opts.venv)
+        if not os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
             raise SafePipError(f"--venv {opts.venv}: not a virtual environment (no pyvenv.cfg)")
         return venv
     env_venv = os.environ.get("VIRTUAL_ENV")
     if env_venv and os.path.isfile(os.path.join(env_venv, "pyvenv.cfg")):
-        return Path(env_venv)
-    for base in (Path(cwd), project_dir):
-        if (base / ".venv" / "pyvenv.cfg").is_file():
-            return base / ".venv"
+        return pure_path(env_venv)
+    for base in (cwd, project_dir):
+        venv = os.path.join(base, ".venv")
+        if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+            return venv
     return None
 
 
-def _caller_home() -> Path:
+def _caller_home() -> str:
+    from safe_pip.policy.model import pure_path
+
     home = os.environ.get("HOME")
     if home:
-        return Path(home)
+        return pure_path(home)
     import pwd
 
-    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    return pure_path(pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def _make_private_dir() -> str:
@@ -185,8 +192,8 @@ def run(opts: RunOptions) -> int:
         variables = dict(os.environ)
         variables["TMPDIR"] = os.path.join(private_dir, "tmp")
         policy = load_policy(
-            cwd=Path(cwd),
-            project=Path(opts.project) if opts.project else None,
+            cwd=cwd,
+            project=opts.project or None,
             overrides=overrides,
             variables=variables,
             home=_caller_home(),
@@ -225,9 +232,9 @@ def run(opts: RunOptions) -> int:
         return run_sandboxed(plan)
     finally:
         if not opts.explain and os.path.isdir(private_dir):
-            import shutil
+            from safe_pip.launcher.supervisor import remove_tree
 
-            shutil.rmtree(private_dir, ignore_errors=True)
+            remove_tree(private_dir)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
-from pathlib import Path
-from typing import NoReturn
 
 from safe_pip.errors import EXIT_INTERNAL, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 from safe_pip.launcher.plan import PRIVATE_TMPFS, SandboxPlan
 from safe_pip.sandbox import landlock, namespaces
-from safe_pip.sandbox.fs_rules import FsGrants, landlock_rules
+from safe_pip.sandbox.fs_rules import FsGrants, Rule, landlock_rules
 from safe_pip.sandbox.mounts import MountPlan, PreparedRoot, enter_private_root
 from safe_pip.sandbox.seccomp import SeccompOptions, build_filter, install_filter
+
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 #: Signals the supervisor (and our pid-1 init) forward to the target.
 FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
@@ -39,6 +40,9 @@ FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
     signal.SIGUSR2,
     signal.SIGWINCH,
 )
+# Address families, from <sys/socket.h> (the same on every Linux architecture);
+# written out so the start-up path does not import the socket module.
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
 NAMESPACE_FLAGS = (
     namespaces.CLONE_NEWUSER
     | namespaces.CLONE_NEWNS
@@ -69,11 +73,17 @@ def exit_code_from_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_INTERNAL
 
 
-def stage1(plan: SandboxPlan, report_fd: int, root: PreparedRoot | None) -> NoReturn:
+def stage1(
+    plan: SandboxPlan,
+    report_fd: int,
+    root: PreparedRoot | None,
+    ns_rules: list[Rule] | None = None,
+) -> NoReturn:
     """First child: new session, then namespaces (or fallback), then the next stage.
 
     ``root`` is the private root prepared by the supervisor before forking (host
     lookups are cheaper there than after a fork); None means fallback mode only.
+    ``ns_rules`` are the namespace-mode Landlock rules, precomputed for the same reason.
     """
     try:
         for sig in FORWARDED_SIGNALS:
@@ -102,7 +112,7 @@ def stage1(plan: SandboxPlan, report_fd: int, root: PreparedRoot | None) -> NoRe
         init_pid = os.fork()
         if init_pid == 0:
             assert root is not None
-            init(plan, report_fd, root)
+            init(plan, report_fd, root, ns_rules)
         report(report_fd, f"init {init_pid}")
         os.close(report_fd)
         while True:
@@ -113,7 +123,12 @@ def stage1(plan: SandboxPlan, report_fd: int, root: PreparedRoot | None) -> NoRe
         fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
 
 
-def init(plan: SandboxPlan, report_fd: int, root: PreparedRoot) -> NoReturn:
+def init(
+    plan: SandboxPlan,
+    report_fd: int,
+    root: PreparedRoot,
+    ns_rules: list[Rule] | None,
+) -> NoReturn:
     """Pid 1 of the new pid namespace: private root, then run and reap the target.
 
     When this process exits the kernel kills every other process in the namespace,
@@ -126,7 +141,7 @@ def init(plan: SandboxPlan, report_fd: int, root: PreparedRoot) -> NoReturn:
         enter_private_root(root)
         target_pid = os.fork()
         if target_pid == 0:
-            exec_target(plan, "namespace", report_fd)
+            exec_target(plan, "namespace", report_fd, ns_rules)
         os.close(report_fd)
 
         def forward(signum: int, _frame: object) -> None:
@@ -149,14 +164,14 @@ def mount_plan(plan: SandboxPlan) -> MountPlan:
     """The private root for namespace mode, built from the same grants as Landlock."""
     grants = plan.grants
     return MountPlan(
-        read=tuple(p for p in grants.read if str(p) != "/proc"),
+        read=tuple(p for p in grants.read if p != "/proc"),
         write=grants.write,
         deny=grants.deny,
         protected=grants.protected,
-        tmpfs=tuple(Path(p) for p in PRIVATE_TMPFS),
+        tmpfs=PRIVATE_TMPFS,
         proc=True,
         dev=True,
-        workdir=Path(plan.cwd),
+        workdir=plan.cwd,
     )
 
 
@@ -172,21 +187,29 @@ def grants_for_mode(grants: FsGrants, mode: str) -> FsGrants:
     if mode == "namespace":
         return FsGrants(
             read=grants.read,
-            write=(*grants.write, *(Path(p) for p in PRIVATE_TMPFS)),
+            write=(*grants.write, *PRIVATE_TMPFS),
             deny=(),
             protected=(),
             devices_rw=grants.devices_rw,
         )
     return FsGrants(
         read=grants.read,
-        write=(*grants.write, Path("/dev/shm")),
+        write=(*grants.write, "/dev/shm"),
         deny=grants.deny,
         protected=grants.protected,
         devices_rw=grants.devices_rw,
     )
 
 
-def apply_landlock(plan: SandboxPlan, mode: str) -> None:
+def landlock_rules_for(plan: SandboxPlan, mode: str) -> list[Rule]:
+    """Rules for one mode; namespace-mode rules name the same paths as the host's."""
+    abi = landlock.abi_version()
+    return landlock_rules(
+        grants_for_mode(plan.grants, mode), abi, carve_protected=mode == "fallback"
+    )
+
+
+def apply_landlock(plan: SandboxPlan, mode: str, rules: list[Rule] | None) -> None:
     abi = landlock.abi_version()
     if abi == 0:
         if plan.allow_degraded:
@@ -195,9 +218,8 @@ def apply_landlock(plan: SandboxPlan, mode: str) -> None:
     handled_net = landlock.AccessNet(0)
     if mode == "fallback" and plan.network.mode == "none":
         handled_net = landlock.net_access_for_abi(abi)
-    rules = landlock_rules(
-        grants_for_mode(plan.grants, mode), abi, carve_protected=mode == "fallback"
-    )
+    if rules is None:
+        rules = landlock_rules_for(plan, mode)
     with landlock.Ruleset(
         abi=abi, handled_net=handled_net, scopes=landlock.scopes_for_abi(abi)
     ) as rs:
@@ -211,12 +233,17 @@ def seccomp_options(plan: SandboxPlan, mode: str) -> SeccompOptions:
     create sockets at all (``socketpair`` still works), because Landlock before ABI 9
     cannot stop ``connect()`` to a pathname unix socket such as the session bus."""
     if mode == "namespace":
-        families = frozenset({socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK})
+        families = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
         return SeccompOptions(socket_families=families, inet_stream_only=False)
     return SeccompOptions(socket_families=frozenset(), inet_stream_only=True)
 
 
-def exec_target(plan: SandboxPlan, mode: str, report_fd: int) -> NoReturn:
+def exec_target(
+    plan: SandboxPlan,
+    mode: str,
+    report_fd: int,
+    rules: list[Rule] | None = None,
+) -> NoReturn:
     """Last process before the program: lock everything down, then ``execve``."""
     target = plan.target
     assert target is not None, "exec_target needs a resolved target"
@@ -231,12 +258,16 @@ def exec_target(plan: SandboxPlan, mode: str, report_fd: int) -> NoReturn:
                 f"the working directory {plan.cwd} is not visible in the sandbox "
                 f"({exc.strerror}); add it to filesystem.read or run from the project",
             )
-        # Root keeps CAP_SYS_PTRACE, CAP_DAC_OVERRIDE ... otherwise, in both modes
-        # (Landlock lets a CAP_SYS_PTRACE holder read other processes' environ).
-        namespaces.drop_capabilities()
+        # In a user namespace we hold every capability until exec; a root caller
+        # keeps CAP_SYS_PTRACE, CAP_DAC_OVERRIDE ... in fallback mode too (and Landlock
+        # lets a CAP_SYS_PTRACE holder read other processes' environ).  An ordinary
+        # user in fallback mode has none to drop (and may not touch the bounding set);
+        # no_new_privs already stops file capabilities from granting any at exec.
+        if mode == "namespace" or os.geteuid() == 0:
+            namespaces.drop_capabilities()
         os.closerange(3, report_fd)
         os.closerange(report_fd + 1, 65536)
-        apply_landlock(plan, mode)
+        apply_landlock(plan, mode, rules)
         install_filter(build_filter(seccomp_options(plan, mode)))
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps SIG_IGN

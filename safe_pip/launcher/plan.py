@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
-from safe_pip.policy.model import NetworkPolicy, Policy
+from safe_pip._records import record
+from safe_pip.policy.model import NetworkPolicy, Policy, pure_path
 from safe_pip.runner.target import Target, resolve_target
 from safe_pip.sandbox.environment import build_environment
 from safe_pip.sandbox.fs_rules import FsGrants
+
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Literal
 
 #: Device nodes every program expects; opened read-write but never listed as a tree.
 DEVICES_RW: tuple[str, ...] = (
@@ -33,9 +35,9 @@ DEVICES_RW: tuple[str, ...] = (
 PRIVATE_TMPFS: tuple[str, ...] = ("/tmp", "/dev/shm")
 
 
-@dataclass(frozen=True)
+@record
 class SandboxPlan:
-    """What the child applies.  Paths are absolute strings or Paths."""
+    """What the child applies.  Paths are absolute strings."""
 
     target: Target | None  # None only for ``--explain`` without a target
     env: dict[str, str]
@@ -74,54 +76,83 @@ def interpreter_roots(python: str) -> list[str]:
     return list(dict.fromkeys(roots))
 
 
-def venv_protected_paths(venv: Path) -> list[Path]:
-    """Files of a venv that run code later, outside any sandbox: keep them read-only."""
-    protected = [venv / "bin", venv / "pyvenv.cfg"]
-    for site in venv.glob("lib*/python*/site-packages"):
-        protected.extend(sorted(site.glob("*.pth")))
-        protected.extend(site / name for name in ("sitecustomize.py", "usercustomize.py"))
+def _subdirs(directory: str, prefix: str) -> list[str]:
+    """The directories (or links to them) named ``prefix*`` in ``directory``.
+
+    Matches like a ``prefix*`` glob component (hidden names included, links to
+    directories followed, an unreadable directory gives nothing) without importing
+    ``glob`` or ``pathlib``, and with them ``re`` and ``fnmatch``.
+    """
+    try:
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    return [e.path for e in entries if e.name.startswith(prefix) and e.is_dir()]
+
+
+def venv_protected_paths(venv: str) -> list[str]:
+    """Files of a venv that run code later, outside any sandbox: keep them read-only.
+
+    ``bin/``, ``pyvenv.cfg``, and in every ``lib*/python*/site-packages`` the ``*.pth``
+    files (sorted) plus ``sitecustomize.py`` and ``usercustomize.py``.
+    """
+    protected = [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
+    for lib in _subdirs(venv, "lib"):
+        for version in _subdirs(lib, "python"):
+            site = os.path.join(version, "site-packages")
+            if not os.path.isdir(site):
+                continue
+            try:
+                with os.scandir(site) as scan:
+                    pth = sorted(e.name for e in scan if e.name.endswith(".pth"))
+            except PermissionError:
+                pth = []
+            protected.extend(os.path.join(site, name) for name in pth)
+            protected.extend(
+                os.path.join(site, name) for name in ("sitecustomize.py", "usercustomize.py")
+            )
     return protected
 
 
-def build_grants(policy: Policy, *, python: str, venv: Path | None, private_dir: str) -> FsGrants:
+def build_grants(policy: Policy, *, python: str, venv: str | None, private_dir: str) -> FsGrants:
     """Policy paths plus what the launcher itself needs (interpreter, venv, scratch)."""
     fs = policy.filesystem
-    read = [str(p) for p in fs.read]
+    read = list(fs.read)
     read.extend(interpreter_roots(python))
     if venv is not None:
-        read.append(str(venv))
+        read.append(venv)
     read.append("/proc")
-    write = [str(p) for p in fs.write]
+    write = list(fs.write)
     write.append(private_dir)
-    protected = [str(p) for p in fs.protected]
+    protected = list(fs.protected)
     if venv is not None:
-        venv_str = str(venv)
-        explicitly_writable = any(_under(w, [venv_str]) for w in write)
-        if _under(venv_str, write) and not explicitly_writable:
+        explicitly_writable = any(_under(w, [venv]) for w in write)
+        if _under(venv, write) and not explicitly_writable:
             # A writable project must not let code rewrite the venv it runs from:
             # the whole venv stays read-only unless the policy names it for writing.
-            protected.append(venv_str)
+            protected.append(venv)
         else:
-            protected.extend(str(p) for p in venv_protected_paths(venv))
+            protected.extend(venv_protected_paths(venv))
     return FsGrants(
-        read=tuple(Path(p) for p in dict.fromkeys(read)),
-        write=tuple(Path(p) for p in dict.fromkeys(write)),
-        deny=tuple(fs.deny),
-        protected=tuple(Path(p) for p in dict.fromkeys(protected)),
-        devices_rw=tuple(Path(p) for p in DEVICES_RW),
+        read=tuple(map(pure_path, dict.fromkeys(read))),
+        write=tuple(map(pure_path, dict.fromkeys(write))),
+        deny=fs.deny,
+        protected=tuple(map(pure_path, dict.fromkeys(protected))),
+        devices_rw=DEVICES_RW,
     )
 
 
 def sandbox_path_dirs(
-    caller_path: str, grants: FsGrants, *, python: str, venv: Path | None
+    caller_path: str, grants: FsGrants, *, python: str, venv: str | None
 ) -> list[str]:
     """PATH inside the sandbox: the venv first, then the caller's visible entries."""
     dirs: list[str] = []
     if venv is not None:
-        dirs.append(str(venv / "bin"))
+        dirs.append(os.path.join(venv, "bin"))
     dirs.append(os.path.dirname(os.path.abspath(python)))
-    visible = [str(p) for p in (*grants.read, *grants.write)]
-    hidden = [str(p) for p in grants.deny]
+    visible = [*grants.read, *grants.write]
+    hidden = grants.deny
     for entry in caller_path.split(":"):
         if entry and os.path.isabs(entry) and _under(entry, visible) and not _under(entry, hidden):
             dirs.append(entry)
@@ -136,7 +167,7 @@ def build_plan(
     words: list[str],
     *,
     python: str,
-    venv: Path | None,
+    venv: str | None,
     private_dir: str,
     caller_env: Mapping[str, str],
     cwd: str,
@@ -156,7 +187,7 @@ def build_plan(
         home=os.path.join(private_dir, "home"),
         tmpdir=os.path.join(private_dir, "tmp"),
         path_dirs=path_dirs,
-        venv=str(venv) if venv is not None else None,
+        venv=venv,
     )
     return SandboxPlan(
         target=target,
@@ -172,11 +203,11 @@ def build_plan(
     )
 
 
-def default_python(venv: Path | None) -> str:
+def default_python(venv: str | None) -> str:
     """The interpreter for script and module targets: the venv's, else our own."""
     if venv is not None:
         for name in ("python", "python3"):
-            candidate = venv / "bin" / name
-            if candidate.exists():
-                return str(candidate)
+            candidate = os.path.join(venv, "bin", name)
+            if os.path.exists(candidate):
+                return candidate
     return sys.executable

@@ -9,18 +9,23 @@ are killed once the target has exited.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from dataclasses import dataclass, field
 
+from safe_pip._records import field, mutable_record
 from safe_pip.errors import EXIT_INTERNAL, SafePipError
-from safe_pip.launcher.child import FORWARDED_SIGNALS, exit_code_from_status, mount_plan, stage1
+from safe_pip.launcher.child import (
+    FORWARDED_SIGNALS,
+    exit_code_from_status,
+    landlock_rules_for,
+    mount_plan,
+    stage1,
+)
 from safe_pip.launcher.plan import SandboxPlan
 from safe_pip.sandbox import namespaces
 from safe_pip.sandbox.mounts import prepare_root
 
 
-@dataclass
+@mutable_record
 class RunReport:
     """What the children told us while setting up."""
 
@@ -102,9 +107,37 @@ def kill_leftovers() -> int:
                 pass
 
 
+def remove_tree(path: str) -> None:
+    """Delete the private HOME/TMPDIR, even where the sandbox made dirs unreadable.
+
+    Written out instead of ``shutil.rmtree`` because importing shutil (and with it
+    bz2 and lzma) is a measurable slice of safe-run's start-up.  Symlinks are
+    unlinked, never followed.
+    """
+    try:
+        entries = list(os.scandir(path))
+    except PermissionError:
+        os.chmod(path, 0o700)
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    os.rmdir(path)
+
+
 def run_sandboxed(plan: SandboxPlan) -> int:
     """Run the plan's target in the sandbox; return safe-run's exit code."""
+    # Host lookups happen here, before forking: the same work in a fresh fork pays a
+    # copy-on-write fault on every page it touches.
     root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
+    ns_rules = landlock_rules_for(plan, "namespace") if root is not None else None
     namespaces.set_child_subreaper()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     report = RunReport()
@@ -122,7 +155,7 @@ def run_sandboxed(plan: SandboxPlan) -> int:
         child = os.fork()
         if child == 0:
             os.close(read_fd)
-            stage1(plan, write_fd, root)
+            stage1(plan, write_fd, root, ns_rules)
         os.close(write_fd)
         forward_to.append(child)
         _read_reports(read_fd, report)
@@ -137,7 +170,7 @@ def run_sandboxed(plan: SandboxPlan) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         kill_leftovers()
-        shutil.rmtree(plan.private_dir, ignore_errors=True)
+        remove_tree(plan.private_dir)
     if report.error is not None:
         raise SafePipError(report.error[1], report.error[0])
     if report.mode == "unknown":

@@ -16,26 +16,25 @@ validated strictly: a typo in a sandbox policy must be an error, never a silentl
 ignored key that leaves the user believing something is allowed or denied.
 
 This module runs on every ``safe-run``, so it imports only what is already loaded
-(``os``, ``pathlib`` via the model) and defers ``tomllib`` and ``ipaddress`` to the
-moment they are needed: built-in profiles are read without tomllib (see
-:func:`profiles.parse_builtin`), and a pyproject that never mentions ``safe-run`` is
-not parsed at all.
+(``os``, ``sys``; paths stay plain strings, never ``pathlib``) and defers ``tomllib``
+and ``ipaddress`` to the moment they are needed: built-in profiles are read without
+tomllib (see :func:`profiles.parse_builtin`), and a pyproject that never mentions
+``safe-run`` is not parsed at all.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+from safe_pip._records import record
 from safe_pip.errors import PolicyError
 from safe_pip.policy import profiles
 from safe_pip.policy.model import EnvPolicy, FilesystemPolicy, NetworkPolicy, Policy
 
+TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 PYPROJECT = "pyproject.toml"
 #: ``PolicyError.source`` for mistakes in command-line flags.
@@ -61,7 +60,7 @@ _HOST_CHARS = frozenset(_ASCII_LOWER + _DIGITS + "-")
 _BARE_KEY_CHARS = _ENV_REST | frozenset("-")
 
 
-@dataclass(frozen=True)
+@record
 class CliOverrides:
     """The policy-related ``safe-run`` flags, already split out of argv by the CLI."""
 
@@ -74,7 +73,7 @@ class CliOverrides:
     no_network: bool = False
 
 
-def find_pyproject(start: Path) -> Path | None:
+def find_pyproject(start: str | os.PathLike[str]) -> str | None:
     """The nearest ``pyproject.toml`` at or above ``start``.
 
     A pyproject without ``[tool.safe-run]`` still counts: it marks the project root
@@ -85,7 +84,7 @@ def find_pyproject(start: Path) -> Path | None:
     while True:
         candidate = os.path.join(directory, PYPROJECT)
         if os.path.isfile(candidate):
-            return Path(candidate)
+            return candidate
         parent = os.path.dirname(directory)
         if parent == directory:
             return None
@@ -94,11 +93,11 @@ def find_pyproject(start: Path) -> Path | None:
 
 def load_policy(
     *,
-    cwd: Path,
-    project: Path | None,
+    cwd: str | os.PathLike[str],
+    project: str | os.PathLike[str] | None,
     overrides: CliOverrides,
     variables: Mapping[str, str],
-    home: Path,
+    home: str | os.PathLike[str],
 ) -> Policy:
     """Build the effective policy for one run.
 
@@ -116,8 +115,7 @@ def load_policy(
             raise PolicyError(CLI_SOURCE, "--project", f"{project_dir} contains no {PYPROJECT}")
         pyproject: str | None = candidate
     else:
-        found = find_pyproject(Path(cwd_str))
-        pyproject = None if found is None else str(found)
+        pyproject = find_pyproject(cwd_str)
         project_dir = cwd_str if pyproject is None else os.path.dirname(pyproject)
 
     merger = _Merger(project_dir, os.fspath(home), variables)
@@ -151,24 +149,20 @@ def load_policy(
     allow = tuple(merger.allow)
     return Policy(
         filesystem=FilesystemPolicy(
-            read=_paths(merger.read),
-            write=_paths(merger.write),
-            deny=_paths(merger.deny),
-            protected=_paths(dict.fromkeys(protected)),
+            read=tuple(merger.read),
+            write=tuple(merger.write),
+            deny=tuple(merger.deny),
+            protected=tuple(dict.fromkeys(protected)),
         ),
         network=NetworkPolicy(mode="allowlist" if allow else "none", allow=allow),
         env=EnvPolicy(
             pass_names=tuple(merger.env_pass),
             set_values=tuple(merger.env_set.items()),
         ),
-        project_dir=Path(project_dir),
-        pyproject=None if policy_pyproject is None else Path(policy_pyproject),
+        project_dir=project_dir,
+        pyproject=policy_pyproject,
         sources=tuple(merger.sources),
     )
-
-
-def _paths(items: Iterable[str]) -> tuple[Path, ...]:
-    return tuple(map(Path, items))
 
 
 class _Layer:
@@ -235,7 +229,7 @@ class _Merger:
             self.policy_files.append(path)
             return
         try:
-            path = str(profiles.profile_path(entry))
+            path = profiles.profile_path(entry)
         except PolicyError as error:
             raise PolicyError(source, key, error.problem) from None
         label = f"profile:{entry}"

@@ -1,20 +1,41 @@
 """The effective policy: plain, immutable data shared by the loader and the launcher.
 
-Everything in here is already resolved: paths are absolute and expanded, profiles are
-merged, command-line flags are applied.  The launcher never reads TOML; the loader never
-touches the kernel.  That split keeps both sides testable on their own.
+Everything in here is already resolved: paths are absolute, expanded and normalised,
+profiles are merged, command-line flags are applied.  The launcher never reads TOML;
+the loader never touches the kernel.  That split keeps both sides testable on their own.
+
+Paths are plain ``str``, not ``pathlib.Path``: this module is on every ``safe-run``
+start, and importing pathlib drags in ``re``, ``fnmatch`` and ``urllib.parse``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+import os
 
-NetworkMode = Literal["none", "allowlist"]
+from safe_pip._records import field, record
+
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Literal
+
+    NetworkMode = Literal["none", "allowlist"]
 
 
-@dataclass(frozen=True)
+def pure_path(path: str) -> str:
+    """``str(pathlib.PurePosixPath(path))``, without importing pathlib.
+
+    Runs of ``/`` collapse (exactly two leading ones are kept, as POSIX allows), ``.``
+    components and a trailing ``/`` go; ``..`` stays, since it may follow a symlink
+    (``os.path.normpath`` would drop it).  Applied to paths that come from outside,
+    such as ``$VIRTUAL_ENV`` or ``$TMPDIR``, so that every spelling is canonical.
+    """
+    root = ""
+    if path[:1] == "/":
+        root = "//" if path[:2] == "//" and path[2:3] != "/" else "/"
+    return root + "/".join(part for part in path.split("/") if part and part != ".") or "."
+
+
+@record
 class FilesystemPolicy:
     """Which paths the sandbox may touch.
 
@@ -25,13 +46,13 @@ class FilesystemPolicy:
     users.
     """
 
-    read: tuple[Path, ...] = ()
-    write: tuple[Path, ...] = ()
-    deny: tuple[Path, ...] = ()
-    protected: tuple[Path, ...] = ()
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class NetworkPolicy:
     """``none`` (the default): no socket reaches anything.  ``allowlist``: only the
     ``allow`` host[:port] patterns, through the supervisor's proxy (a later layer)."""
@@ -40,7 +61,7 @@ class NetworkPolicy:
     allow: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class EnvPolicy:
     """Environment variables: names passed through from the caller, and fixed values."""
 
@@ -48,7 +69,7 @@ class EnvPolicy:
     set_values: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     """The merged, resolved policy for one run."""
 
@@ -56,8 +77,8 @@ class Policy:
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     env: EnvPolicy = field(default_factory=EnvPolicy)
     #: Directory whose pyproject.toml supplied the policy (or the cwd when none did).
-    project_dir: Path = field(default_factory=Path.cwd)
+    project_dir: str = field(default_factory=os.getcwd)
     #: The pyproject.toml that supplied ``[tool.safe-run]``, if any.
-    pyproject: Path | None = None
+    pyproject: str | None = None
     #: Human-readable names of every layer merged, in order ("profile:base", a path ...).
     sources: tuple[str, ...] = ()

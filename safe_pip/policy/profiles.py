@@ -17,11 +17,10 @@ costs more than everything else the loader does, and a run outside any project w
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from safe_pip.errors import PolicyError
 
+TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -67,7 +66,7 @@ def available_profiles() -> list[str]:
     )
 
 
-def profile_path(name: str) -> Path:
+def profile_path(name: str) -> str:
     """The file of the built-in profile ``name``.
 
     Raises :class:`PolicyError` (source ``profile:NAME``, key ``extends``) naming the
@@ -77,7 +76,7 @@ def profile_path(name: str) -> Path:
     if is_profile_name(name):
         path = os.path.join(_directory(), name + _SUFFIX)
         if os.path.isfile(path):
-            return Path(path)
+            return path
     available = ", ".join(available_profiles()) or "none installed"
     raise PolicyError(
         f"profile:{name}", "extends", f"unknown profile {name!r} (available: {available})"

@@ -11,12 +11,9 @@ arrays of strings and one table of strings, and ``safe-run`` must stay stdlib-on
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from pathlib import Path
 
     from safe_pip.policy.model import Policy
 
@@ -42,10 +39,10 @@ def render_toml(policy: Policy, *, layers: Sequence[tuple[str, str]] = ()) -> st
         "# sources, merged in this order:",
     ]
     lines += [f"#   {_comment(source)}" for source in policy.sources]
-    lines.append(f"# project directory: {_comment(os.fspath(policy.project_dir))}")
+    lines.append(f"# project directory: {_comment(policy.project_dir)}")
     if fs.protected:
         lines.append("# protected (read-only even under a writable parent; added automatically):")
-        lines += [f"#   {_comment(os.fspath(path))}" for path in fs.protected]
+        lines += [f"#   {_comment(path)}" for path in fs.protected]
     if layers:
         lines.append("# layers:")
         lines += [f"#   {_comment(name)}: {_comment(status)}" for name, status in layers]
@@ -55,9 +52,9 @@ def render_toml(policy: Policy, *, layers: Sequence[tuple[str, str]] = ()) -> st
         lines.append('network = "none"')
 
     lines += ["", "[tool.safe-run.filesystem]"]
-    lines += _array("read", _fspaths(fs.read))
-    lines += _array("write", _fspaths(fs.write))
-    lines += _array("deny", _fspaths(fs.deny))
+    lines += _array("read", fs.read)
+    lines += _array("write", fs.write)
+    lines += _array("deny", fs.deny)
 
     if policy.network.mode != "none" and policy.network.allow:
         lines += ["", "[tool.safe-run.network]"]
@@ -75,10 +72,6 @@ def render_toml(policy: Policy, *, layers: Sequence[tuple[str, str]] = ()) -> st
         else:
             lines.append(f"{key} = {text}")
     return "\n".join(lines) + "\n"
-
-
-def _fspaths(paths: Iterable[Path]) -> list[str]:
-    return [os.fspath(path) for path in paths]
 
 
 def _array(name: str, items: Iterable[str]) -> list[str]:

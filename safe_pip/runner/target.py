@@ -8,16 +8,19 @@ Resolution happens in the supervisor, before any sandbox exists, so that "not fo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
+from safe_pip._records import record
 from safe_pip.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SafePipError
+from safe_pip.policy.model import pure_path
 
-TargetKind = Literal["script", "module", "entry-point", "command"]
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Literal
+
+    TargetKind = Literal["script", "module", "entry-point", "command"]
 
 
-@dataclass(frozen=True)
+@record
 class Target:
     """An executable plus its full argv; ``executable`` is absolute."""
 
@@ -53,7 +56,7 @@ def resolve_target(
     words: list[str],
     *,
     python: str,
-    venv: Path | None,
+    venv: str | None,
     path_dirs: list[str],
 ) -> Target:
     """Resolve ``words`` (target and its arguments) for the given kind.
@@ -84,10 +87,10 @@ def resolve_target(
             return Target("command", script, (head, *rest))
         return Target("script", python, (python, script, *rest))
     if venv is not None:
-        entry = venv / "bin" / head
-        if entry.exists():
-            _require_executable(str(entry), "console script")
-            return Target("entry-point", str(entry), (head, *rest))
+        entry = pure_path(os.path.join(venv, "bin", head))
+        if os.path.exists(entry):
+            _require_executable(entry, "console script")
+            return Target("entry-point", entry, (head, *rest))
         where = f"the venv {venv}"
     else:
         where = "any venv (none found: pass --venv or set VIRTUAL_ENV)"

@@ -8,7 +8,9 @@ terminal, time zone, colour preferences.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 #: Names passed from the caller by default (plus every ``LC_*``).
 DEFAULT_PASS: tuple[str, ...] = (

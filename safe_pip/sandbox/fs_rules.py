@@ -34,14 +34,13 @@ mounts, cannot be detected here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
+from safe_pip._records import record
 from safe_pip.sandbox.landlock import FILE_ONLY, READ, WRITE, AccessFs, fs_access_for_abi
 
-__all__ = ["FsGrants", "fs_rules_summary", "landlock_rules"]
+__all__ = ["FsGrants", "Rule", "fs_rules_summary", "landlock_rules"]
 
-Rule = tuple[Path, AccessFs]
+Rule = tuple[str, AccessFs]
 # An exclusion: a resolved path and the most it may still be granted (its "cap").
 _Exclusion = tuple[str, AccessFs]
 
@@ -49,20 +48,20 @@ _DEVICE_RW = AccessFs.READ_FILE | AccessFs.WRITE_FILE | AccessFs.IOCTL_DEV
 _WRITE_KINDS = int(WRITE) & ~int(READ)
 
 
-@dataclass(frozen=True)
+@record
 class FsGrants:
-    """Absolute paths by kind of access; the launcher builds this from the policy."""
+    """Absolute paths (strings) by kind of access; the launcher builds this from the policy."""
 
     #: read + execute
-    read: tuple[Path, ...] = ()
+    read: tuple[str, ...] = ()
     #: every right the ABI offers (read, write, execute, REFER, TRUNCATE, IOCTL_DEV)
-    write: tuple[Path, ...] = ()
+    write: tuple[str, ...] = ()
     #: nothing at all; wins over every grant at any nesting
-    deny: tuple[Path, ...] = ()
+    deny: tuple[str, ...] = ()
     #: read-only even under a write grant
-    protected: tuple[Path, ...] = ()
+    protected: tuple[str, ...] = ()
     #: device files such as /dev/null: read/write/ioctl, no directory rights
-    devices_rw: tuple[Path, ...] = ()
+    devices_rw: tuple[str, ...] = ()
 
 
 def landlock_rules(grants: FsGrants, abi: int, *, carve_protected: bool) -> list[Rule]:
@@ -78,7 +77,7 @@ def landlock_rules(grants: FsGrants, abi: int, *, carve_protected: bool) -> list
         capped = _cap_from_enclosing(path, rights, exclusions)
         if capped:
             _carve(path, capped, _relevant(path, capped, exclusions), rules)
-    return [(Path(path), rights) for path, rights in rules.items()]
+    return list(rules.items())
 
 
 def fs_rules_summary(rules: list[Rule]) -> list[str]:
@@ -89,9 +88,9 @@ def fs_rules_summary(rules: list[Rule]) -> list[str]:
 # --------------------------------------------------------------------------- inputs
 
 
-def _resolve(path: Path) -> str:
+def _resolve(path: str) -> str:
     """The real location of ``path``; Landlock judges inodes, not spellings."""
-    if not path.is_absolute():
+    if not os.path.isabs(path):
         raise ValueError(f"filesystem grant paths must be absolute: {path}")
     return os.path.realpath(path)
 

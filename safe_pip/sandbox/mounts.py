@@ -63,8 +63,8 @@ import ctypes
 import errno
 import os
 import stat
-from dataclasses import dataclass
-from pathlib import Path
+
+from safe_pip._records import record
 
 __all__ = ["MountError", "MountPlan", "PreparedRoot", "enter_private_root", "prepare_root"]
 
@@ -144,7 +144,7 @@ class MountError(OSError):
     """
 
 
-@dataclass(frozen=True)
+@record
 class MountPlan:
     """What the private root contains; host paths appear at their own location.
 
@@ -158,14 +158,14 @@ class MountPlan:
     ones (or ones this user cannot reach) are skipped.
     """
 
-    read: tuple[Path, ...] = ()
-    write: tuple[Path, ...] = ()
-    deny: tuple[Path, ...] = ()
-    protected: tuple[Path, ...] = ()
-    tmpfs: tuple[Path, ...] = ()
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
+    tmpfs: tuple[str, ...] = ()
     proc: bool = True
     dev: bool = True
-    workdir: Path | None = None
+    workdir: str | None = None
 
 
 class _Op:
@@ -383,11 +383,10 @@ def _parent(path: str) -> str:
     return path[: path.rfind("/")] or "/"
 
 
-def _absolute(path: Path | str, role: str) -> str:
-    text = os.fspath(path)
-    if not text.startswith("/"):
-        raise MountError(errno.EINVAL, f"mount plan {role} path {text!r} is not absolute")
-    return text
+def _absolute(path: str, role: str) -> str:
+    if not path.startswith("/"):
+        raise MountError(errno.EINVAL, f"mount plan {role} path {path!r} is not absolute")
+    return path
 
 
 def _under(path: str, roots: set[str]) -> bool:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 
+from safe_pip._records import record
 from safe_pip.sandbox import landlock, namespaces
 
 PR_GET_SECCOMP = 21
 
 
-@dataclass(frozen=True)
+@record
 class Layer:
     """One protection layer: is it in force, and what that means."""
 

@@ -76,7 +76,7 @@ Arguments and policy choices
   fd-stealing ``pidfd_getfd`` are denied alongside their older relatives.
 
 Import cost matters (``safe-run`` start-up): this module imports only ``os``,
-``struct``, ``dataclasses``, ``collections.abc`` and ``safe_pip.errors``;
+``struct``, ``safe_pip._records`` and ``safe_pip.errors``;
 ``ctypes`` (about 5 ms) is imported inside :func:`install_filter`, which runs in
 the child that already pays for it (Landlock uses ctypes too).
 """
@@ -85,10 +85,13 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
+from safe_pip._records import record
 from safe_pip.errors import SandboxUnavailable
+
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
     "SUPPORTED_ARCHES",
@@ -105,7 +108,7 @@ class SeccompError(SandboxUnavailable):
     """The filter cannot be built or installed; the sandbox must not start without it."""
 
 
-@dataclass(frozen=True)
+@record
 class SeccompOptions:
     """What the filter allows beyond the fixed deny list.
 
