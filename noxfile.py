@@ -1,0 +1,83 @@
+"""Nox sessions: the single description of how safe-pip is linted, typed, tested and timed.
+
+CI (``.ci/run``) and developers run exactly these sessions, so "works on my machine"
+and "works in CI" mean the same thing.  Every session installs into its own
+throw-away virtual environment; uv does the installing when it is available because it
+turns a cold session install from tens of seconds into about one.
+
+    nox -s lint typecheck        # static checks
+    nox -s tests                 # the test suite (posargs go to pytest)
+    nox -s tests -- -m sandbox   # only the tests that start real sandboxes
+    nox -s bench                 # start-up benchmark (posargs go to bench/startup.py)
+"""
+
+from __future__ import annotations
+
+import nox
+
+# The "uv|virtualenv" fallback syntax below needs nox 2024.3 or newer.
+nox.needs_version = ">=2024.3"
+
+# uv when nox can find it (as a program or as the `uv` package beside nox), virtualenv
+# otherwise, so a bare `pip install nox` still works.
+nox.options.default_venv_backend = "uv|virtualenv"
+# `nox` with no -s runs what CI gates on; `bench` is opt-in because it is slow and its
+# numbers only mean something on a quiet machine.
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+#: Everything ruff looks at.  examples/ is shipped to users as code to read, so it is
+#: held to the same standard as the package.
+LINT_PATHS = ("safe_pip", "tests", "bench", "examples", "noxfile.py")
+
+#: Support code that is typed to the same strict standard as the package but lives
+#: outside `safe_pip/` (which is what `[tool.mypy] files` in pyproject.toml covers).
+#: Checked in a second mypy run because naming files on the command line replaces the
+#: configured `files` instead of adding to them.
+TYPED_SUPPORT_PATHS = (
+    "noxfile.py",
+    "bench/startup.py",
+    "tests/conftest.py",
+    "tests/helpers.py",
+    "examples/untrusted-script/steal.py",
+)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Install the project as a user would (a real wheel, not the source tree) and run pytest.
+
+    A non-editable install is deliberate: it proves that the wheel carries what the
+    sandbox needs at run time (the `policies/` profiles, the JSON schema, the console
+    scripts `safe-run` and `safe-pip` that the integration tests execute).
+    """
+    session.install(".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint rules and formatting, configured in pyproject.toml; changes nothing."""
+    session.install("ruff")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Strict mypy over the package, then over the typed support code.
+
+    The project is installed editable with its `dev` extra so mypy sees the real
+    dependencies (click, packaging, pytest, nox) with their own type information rather
+    than treating them as `Any`.
+    """
+    session.install("-e", ".[dev]")
+    session.run("mypy", *session.posargs)
+    if not session.posargs:
+        session.run("mypy", *TYPED_SUPPORT_PATHS)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Time `safe-run` against a bare interpreter start; see bench/README.md."""
+    session.install(".")
+    session.run("python", "bench/startup.py", *session.posargs)
