@@ -27,6 +27,8 @@ from safe_pip.policy.model import pure_path
 
 #: Modules the run path must never import (each costs milliseconds, or drags in ``re``).
 HEAVY = (
+    "enum",  # ~7 ms: comes with the `signal` wrapper and with IntFlag
+    "signal",
     "pathlib",
     "re",
     "typing",

@@ -16,7 +16,6 @@ Layer order in the target process (last process before ``execve``), and why:
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from safe_pip.errors import EXIT_INTERNAL, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
@@ -30,8 +29,16 @@ TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from typing import NoReturn
 
+# ``_signal`` is the C core of ``signal``; the Python wrapper imports ``enum`` (about
+# 7 ms here) just to turn numbers into ``Signals`` members we never need.
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal
+
+
 #: Signals the supervisor (and our pid-1 init) forward to the target.
-FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
+FORWARDED_SIGNALS: tuple[int, ...] = (
     signal.SIGINT,
     signal.SIGTERM,
     signal.SIGHUP,

@@ -9,7 +9,6 @@ are killed once the target has exited.
 from __future__ import annotations
 
 import os
-import signal
 
 from safe_pip._records import field, mutable_record
 from safe_pip.errors import EXIT_INTERNAL, SafePipError
@@ -23,6 +22,14 @@ from safe_pip.launcher.child import (
 from safe_pip.launcher.plan import SandboxPlan
 from safe_pip.sandbox import namespaces
 from safe_pip.sandbox.mounts import prepare_root
+
+TYPE_CHECKING = False
+# ``_signal`` is the C core of ``signal``; the Python wrapper imports ``enum`` (about
+# 7 ms here) just to turn numbers into ``Signals`` members we never need.
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal
 
 
 @mutable_record

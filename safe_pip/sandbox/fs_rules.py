@@ -229,4 +229,4 @@ def _kind(rights: AccessFs) -> str:
 
 def _names(rights: AccessFs) -> str:
     """The exact rights, lower-case, in bit order (stable across Python versions)."""
-    return ",".join((flag.name or "").lower() for flag in AccessFs if flag & rights)
+    return ",".join(name.lower() for name in AccessFs(rights).names())

@@ -24,7 +24,6 @@ module for its constants (``--explain``, policy code) stays cheap.
 
 from __future__ import annotations
 
-import enum
 import errno
 import os
 import stat
@@ -33,6 +32,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing only, keeps ctypes off the import path
     import ctypes
+    from typing import ClassVar, Self
 
 __all__ = [
     "FILE_ONLY",
@@ -77,39 +77,108 @@ _UNSUPPORTED_ERRNOS = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM})
 _MISSING_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
 
 
-class AccessFs(enum.IntFlag):
+class _Bits(int):
+    """An ``int`` whose bitwise results keep their type: the slice of ``enum.IntFlag``
+    this module needs.  ``enum`` costs about 7 ms to import on these machines and this
+    module is imported on every ``safe-run`` start, so the flags are spelled out here.
+    """
+
+    __slots__ = ()
+    #: (name, bit) pairs, in bit order; filled in below for each subclass.
+    _members: ClassVar[tuple[tuple[str, int], ...]] = ()
+
+    def __or__(self, other: int) -> Self:
+        return type(self)(int(self) | int(other))
+
+    def __and__(self, other: int) -> Self:
+        return type(self)(int(self) & int(other))
+
+    def __xor__(self, other: int) -> Self:
+        return type(self)(int(self) ^ int(other))
+
+    __ror__ = __or__
+    __rand__ = __and__
+    __rxor__ = __xor__
+
+    def names(self) -> list[str]:
+        """Names of the set bits, lowest first (``["EXECUTE", "READ_FILE"]``)."""
+        return [name for name, bit in self._members if int(self) & bit]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({'|'.join(self.names()) or '0'})"
+
+    __str__ = __repr__
+
+
+def _define(cls: type[_Bits], **members: int) -> None:
+    cls._members = tuple(sorted(members.items(), key=lambda item: item[1]))
+    for name, bit in members.items():
+        setattr(cls, name, cls(bit))
+
+
+class AccessFs(_Bits):
     """Filesystem rights (``LANDLOCK_ACCESS_FS_*``); the comment names the first ABI."""
 
-    EXECUTE = 1 << 0  # ABI 1
-    WRITE_FILE = 1 << 1
-    READ_FILE = 1 << 2
-    READ_DIR = 1 << 3
-    REMOVE_DIR = 1 << 4
-    REMOVE_FILE = 1 << 5
-    MAKE_CHAR = 1 << 6
-    MAKE_DIR = 1 << 7
-    MAKE_REG = 1 << 8
-    MAKE_SOCK = 1 << 9
-    MAKE_FIFO = 1 << 10
-    MAKE_BLOCK = 1 << 11
-    MAKE_SYM = 1 << 12
-    REFER = 1 << 13  # ABI 2: rename/link across directories
-    TRUNCATE = 1 << 14  # ABI 3
-    IOCTL_DEV = 1 << 15  # ABI 5: ioctl on opened character/block devices
+    __slots__ = ()
+    EXECUTE: ClassVar[AccessFs]  # ABI 1
+    WRITE_FILE: ClassVar[AccessFs]
+    READ_FILE: ClassVar[AccessFs]
+    READ_DIR: ClassVar[AccessFs]
+    REMOVE_DIR: ClassVar[AccessFs]
+    REMOVE_FILE: ClassVar[AccessFs]
+    MAKE_CHAR: ClassVar[AccessFs]
+    MAKE_DIR: ClassVar[AccessFs]
+    MAKE_REG: ClassVar[AccessFs]
+    MAKE_SOCK: ClassVar[AccessFs]
+    MAKE_FIFO: ClassVar[AccessFs]
+    MAKE_BLOCK: ClassVar[AccessFs]
+    MAKE_SYM: ClassVar[AccessFs]
+    REFER: ClassVar[AccessFs]  # ABI 2: rename/link across directories
+    TRUNCATE: ClassVar[AccessFs]  # ABI 3
+    IOCTL_DEV: ClassVar[AccessFs]  # ABI 5: ioctl on opened character/block devices
 
 
-class AccessNet(enum.IntFlag):
+_define(
+    AccessFs,
+    EXECUTE=1 << 0,
+    WRITE_FILE=1 << 1,
+    READ_FILE=1 << 2,
+    READ_DIR=1 << 3,
+    REMOVE_DIR=1 << 4,
+    REMOVE_FILE=1 << 5,
+    MAKE_CHAR=1 << 6,
+    MAKE_DIR=1 << 7,
+    MAKE_REG=1 << 8,
+    MAKE_SOCK=1 << 9,
+    MAKE_FIFO=1 << 10,
+    MAKE_BLOCK=1 << 11,
+    MAKE_SYM=1 << 12,
+    REFER=1 << 13,
+    TRUNCATE=1 << 14,
+    IOCTL_DEV=1 << 15,
+)
+
+
+class AccessNet(_Bits):
     """TCP rights (``LANDLOCK_ACCESS_NET_*``, ABI 4); rules match ports, not addresses."""
 
-    BIND_TCP = 1 << 0
-    CONNECT_TCP = 1 << 1
+    __slots__ = ()
+    BIND_TCP: ClassVar[AccessNet]
+    CONNECT_TCP: ClassVar[AccessNet]
 
 
-class Scope(enum.IntFlag):
+_define(AccessNet, BIND_TCP=1 << 0, CONNECT_TCP=1 << 1)
+
+
+class Scope(_Bits):
     """IPC scopes (``LANDLOCK_SCOPE_*``, ABI 6): the resource must stay inside the domain."""
 
-    ABSTRACT_UNIX_SOCKET = 1 << 0
-    SIGNAL = 1 << 1
+    __slots__ = ()
+    ABSTRACT_UNIX_SOCKET: ClassVar[Scope]
+    SIGNAL: ClassVar[Scope]
+
+
+_define(Scope, ABSTRACT_UNIX_SOCKET=1 << 0, SIGNAL=1 << 1)
 
 
 #: Read and execute: what a read grant means for both files and directory trees.
