@@ -37,7 +37,6 @@ TYPED_SUPPORT_PATHS = (
     "noxfile.py",
     "bench/startup.py",
     "tests/conftest.py",
-    "tests/helpers.py",
     "examples/untrusted-script/steal.py",
 )
 

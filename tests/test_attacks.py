@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_harness import MODES, SAFE_RUN, World, make_world
-
-from safe_pip.sandbox.namespaces import userns_available
+from sandbox_harness import SAFE_RUN, World, make_world
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -31,15 +29,6 @@ WRITE_PROJECT = """\
 [tool.safe-run.filesystem]
 write = ["."]
 """
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    if request.param == "namespace":
-        ok, why = userns_available()
-        if not ok:
-            pytest.skip(f"namespace mode unavailable: {why}")
-    return str(request.param)
 
 
 @pytest.fixture

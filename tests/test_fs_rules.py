@@ -7,13 +7,13 @@ produced (it must fail).  A fake HOME under tmp_path stands in for the user's.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from landlock_harness import outcome
 
 from safe_pip.sandbox.fs_rules import FsGrants, fs_rules_summary, landlock_rules
 from safe_pip.sandbox.landlock import (
@@ -29,43 +29,6 @@ ABI = abi_version()
 RULES_ABI = 7  # pure rule tests use a fixed ABI so they mean the same on every kernel
 ALL = fs_access_for_abi(RULES_ABI)
 needs_landlock = pytest.mark.skipif(ABI < 1, reason="Landlock is unavailable on this kernel")
-
-
-# --------------------------------------------------------------------------- harness
-# The same fork-and-report harness as test_landlock.py (kept local so each file
-# stands alone).
-
-
-def outcome(action: Callable[[], object], ruleset: Ruleset | None = None) -> str:
-    """Run ``action`` in a forked child, confined by ``ruleset`` if given.
-
-    Returns ``"ok"``, or the errno name (``"EACCES"``) of the OSError it raised.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        try:
-            os.close(read_end)
-            os.write(write_end, _child_outcome(action, ruleset).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        report = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return report
-
-
-def _child_outcome(action: Callable[[], object], ruleset: Ruleset | None) -> str:
-    try:
-        if ruleset is not None:
-            ruleset.restrict_self()
-        action()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, repr(exc))
-    except BaseException as exc:
-        return f"unexpected {exc!r}"
-    return "ok"
 
 
 def fs_grants(**kinds: tuple[Path, ...]) -> FsGrants:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from landlock_harness import outcome
 
 from safe_pip.sandbox.landlock import (
     FILE_ONLY,
@@ -39,41 +40,6 @@ ABI = abi_version()
 needs_landlock = pytest.mark.skipif(ABI < 1, reason="Landlock is unavailable on this kernel")
 needs_net = pytest.mark.skipif(ABI < 4, reason="Landlock TCP rules need ABI 4")
 needs_scopes = pytest.mark.skipif(ABI < 6, reason="Landlock scopes need ABI 6")
-
-
-# --------------------------------------------------------------------------- harness
-
-
-def outcome(action: Callable[[], object], ruleset: Ruleset | None = None) -> str:
-    """Run ``action`` in a forked child, confined by ``ruleset`` if given.
-
-    Returns ``"ok"``, or the errno name (``"EACCES"``) of the OSError it raised.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        try:
-            os.close(read_end)
-            os.write(write_end, _child_outcome(action, ruleset).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        report = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return report
-
-
-def _child_outcome(action: Callable[[], object], ruleset: Ruleset | None) -> str:
-    try:
-        if ruleset is not None:
-            ruleset.restrict_self()
-        action()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, repr(exc))
-    except BaseException as exc:
-        return f"unexpected {exc!r}"
-    return "ok"
 
 
 def read_file(path: Path) -> Callable[[], bytes]:

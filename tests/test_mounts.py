@@ -28,26 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ns_harness import needs_userns, outcome
 
 from safe_pip.sandbox import mounts
 from safe_pip.sandbox import namespaces as ns
 from safe_pip.sandbox.mounts import MountError, MountPlan, enter_private_root, prepare_root
-
-
-def _probe_userns() -> tuple[bool, str]:
-    """Probe for real, ignoring SAFE_PIP_NO_USERNS (these tests exercise namespaces)."""
-    saved = os.environ.pop(ns.NO_USERNS_ENV, None)
-    try:
-        return ns.userns_available()
-    finally:
-        if saved is not None:
-            os.environ[ns.NO_USERNS_ENV] = saved
-
-
-USERNS_OK, USERNS_WHY = _probe_userns()
-needs_userns = pytest.mark.skipif(
-    not USERNS_OK, reason=f"user namespaces unavailable: {USERNS_WHY}"
-)
 
 SANDBOX_FLAGS = (
     ns.CLONE_NEWUSER
@@ -63,15 +48,6 @@ SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache", "/
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-
-
-def outcome(action: Callable[[], object]) -> str:
-    """ "ok" or the errno name the action failed with: what a probe reports."""
-    try:
-        action()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, str(exc))
-    return "ok"
 
 
 def paths(*items: str | Path) -> tuple[str, ...]:

@@ -10,23 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_harness import MODES, SAFE_RUN, World, make_world
-
-from safe_pip.sandbox.namespaces import userns_available
+from sandbox_harness import SAFE_RUN, World, make_world
 
 pytestmark = [
     pytest.mark.sandbox,
     pytest.mark.skipif(not SAFE_RUN.exists(), reason="safe-run is not installed next to python"),
 ]
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    if request.param == "namespace":
-        ok, why = userns_available()
-        if not ok:
-            pytest.skip(f"namespace mode unavailable: {why}")
-    return str(request.param)
 
 
 @pytest.fixture
@@ -197,46 +186,27 @@ def test_entry_point_target(tmp_path: Path, mode: str) -> None:
     assert out.returncode == 127 and "safe-run -- not-a-tool" in out.stderr
 
 
-def test_sigterm_reaches_target(world: World, mode: str) -> None:
-    script = world.write_script(
-        """
+SIGNAL_SCRIPT = """
 import signal, sys, time
 def bye(signum, frame):
     print("got", signum, flush=True)
     sys.exit(7)
 signal.signal(signal.SIGTERM, bye)
 print("ready", flush=True)
-time.sleep(30)
-""",
-        "sleeper.py",
-    )
-    proc = subprocess.Popen(
-        world.safe_run_argv(str(script)),
-        cwd=world.project,
-        env=world.env(mode),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 7
-    assert "got 15" in proc.stdout.read()
-
-
-def test_sigint_reaches_target(world: World, mode: str) -> None:
-    script = world.write_script(
-        """
-import time
-print("ready", flush=True)
 try:
     time.sleep(30)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     raise SystemExit(9)
-""",
-        "sleeper.py",
-    )
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGTERM, 7, "got 15"), (signal.SIGINT, 9, "interrupted")],
+)
+def test_signals_reach_target(world: World, mode: str, sig: int, code: int, said: str) -> None:
+    script = world.write_script(SIGNAL_SCRIPT, "sleeper.py")
     proc = subprocess.Popen(
         world.safe_run_argv(str(script)),
         cwd=world.project,
@@ -246,9 +216,9 @@ except KeyboardInterrupt:
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=20) == 9
-    assert "interrupted" in proc.stdout.read()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=20) == code
+    assert said in proc.stdout.read()
 
 
 def test_explain_runs_nothing(world: World, mode: str) -> None:
