@@ -403,6 +403,35 @@ def test_no_new_file_in_a_protected_directory(project: Path) -> None:
 
 @pytest.mark.sandbox
 @needs_userns
+def test_denied_path_cannot_be_replanted_by_renaming_its_parent(tmp_path: Path) -> None:
+    """With ``write = ["~"]`` and ``~/.config/gh`` denied, moving ``~/.config`` away and
+    recreating ``~/.config/gh`` would hand host tools forged config."""
+    home = tmp_path / "home"
+    gh = home / ".config" / "gh"
+    gh.mkdir(parents=True)
+    (gh / "hosts.yml").write_text("token: real\n")
+
+    def replant() -> str:
+        def attack() -> None:
+            os.rename(home / ".config", home / "config-old")
+            (home / ".config" / "gh").mkdir(parents=True)
+            write_text(home / ".config" / "gh" / "hosts.yml", "token: forged\n")
+
+        return outcome(attack)
+
+    # Without the deny entry the rename works (the attack is real) ...
+    assert run_sandboxed(MountPlan(write=paths(home)), replant) == "ok"
+    assert (gh / "hosts.yml").read_text() == "token: forged\n"
+    (home / ".config").rename(tmp_path / "forged")  # put the real tree back
+    (home / "config-old").rename(home / ".config")
+    # ... with it, the parent is pinned: EBUSY, and the host file is untouched.
+    plan = MountPlan(write=paths(home), deny=paths(gh))
+    assert run_sandboxed(plan, replant) == "EBUSY"
+    assert (gh / "hosts.yml").read_text() == "token: real\n"
+
+
+@pytest.mark.sandbox
+@needs_userns
 def test_read_only_bind_covers_submounts(tmp_path: Path) -> None:
     """A recursive bind brings submounts along; they must turn read-only too."""
     tree = tmp_path / "tree"

@@ -569,8 +569,8 @@ def _select(candidates: list[_Op]) -> list[_Op]:
     A read bind inside a read-only area, or a write bind inside a writable one, shows
     the same host tree at the same place; a protected path only matters inside a
     writable area; a deny overlay only inside a bind (elsewhere the path is absent).
-    Then directories between a protected path and its writable bind are pinned: each
-    becomes a mount point so it cannot be renamed away — without that, renaming
+    Then directories between a protected or denied path and its writable bind are
+    pinned: each becomes a mount point so it cannot be renamed away — without that, renaming
     ``.git`` and recreating ``.git/hooks`` would put a fresh, writable ``hooks`` at
     the path the host's git reads.
     """
@@ -597,6 +597,15 @@ def _select(candidates: list[_Op]) -> list[_Op]:
                     pins.add(parent)
         if op.rank == _DENY and (cover is None or cover.action != "bind"):
             continue
+        if op.rank == _DENY and cover is not None and cover_rank in (_BIND_RW, _PIN):
+            # Same pinning as for protected paths: renaming ``~/.config`` away and
+            # recreating ``~/.config/gh`` would put writable content at a denied path
+            # that host tools read later.
+            parent = op.dest
+            while parent != cover.dest:
+                parent = _parent(parent)
+                if parent != cover.dest:
+                    pins.add(parent)
         selected.append(op)
         top[op.dest] = op
     for parent in pins:
