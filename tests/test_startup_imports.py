@@ -47,6 +47,7 @@ HEAVY = (
     "argparse",
     "difflib",
     "json",
+    "hashlib",  # ~7 ms (OpenSSL): the policy cache uses the builtin _blake2 instead
     "ast",
     "dis",
     "click",
@@ -133,14 +134,35 @@ def test_a_safe_run_table_is_parsed_with_tomllib(tmp_path: Path) -> None:
     assert "pathlib" not in loaded
 
 
-def test_a_whole_run_up_to_the_fork_loads_nothing_heavy(tmp_path: Path) -> None:
-    """``safe-run -- python -c pass`` in a project without a table, stopped at the fork.
+def test_a_cached_safe_run_table_is_not_parsed_again(tmp_path: Path) -> None:
+    """The policy cache: the first load parses and writes an entry, a fresh process
+    then gets the table from the entry, without tomllib (nor re, nor typing)."""
+    project = make_project(tmp_path / "p", 'network = "none"\nfilesystem.read = ["data"]\n')
+    home = tmp_path / "home"
+    home.mkdir()
+    code = f"""
+        from safe_pip.policy.loader import CliOverrides, load_policy
+        policy = load_policy(cwd={str(project)!r}, project=None, overrides=CliOverrides(),
+                             variables={{}}, home={str(home)!r})
+        assert {str(project / "data")!r} in policy.filesystem.read
+    """
+    assert "tomllib" in heavy_imports(code)
+    assert heavy_imports(code) == []
+    assert heavy_imports(code, SAFE_PIP_NO_CACHE="1") == []  # variables={}: still cached
+    opted_out = code.replace("variables={}", 'variables={"SAFE_PIP_NO_CACHE": "1"}')
+    assert "tomllib" in heavy_imports(opted_out)
+
+
+@pytest.mark.parametrize("table", [None, 'filesystem.read = ["data"]\n'])
+def test_a_whole_run_up_to_the_fork_loads_nothing_heavy(tmp_path: Path, table: str | None) -> None:
+    """``safe-run -- python -c pass`` stopped at the fork, in a project without a table
+    or with one (then the first run parses it and the second gets it from the cache).
 
     ``run_sandboxed`` is replaced by a stand-in that does the supervisor's pre-fork
     work (private root, Landlock rules) and the child's computations (fallback rules,
     seccomp filter), so everything but the kernel calls runs in this process.
     """
-    project = make_project(tmp_path / "p", None)
+    project = make_project(tmp_path / "p", table)
     home = tmp_path / "home"
     home.mkdir()
     code = f"""
@@ -165,7 +187,10 @@ def test_a_whole_run_up_to_the_fork_loads_nothing_heavy(tmp_path: Path) -> None:
         assert run.run(run.parse_args(argv)) == 0
         assert len(seen) == 1 and seen[0].cwd == {str(project)!r}
     """
-    assert heavy_imports(code, cwd=project, HOME=str(home), TMPDIR=str(tmp_path)) == []
+    env = {"HOME": str(home), "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    if table is not None:
+        assert "tomllib" in heavy_imports(code, cwd=project, **env)
+    assert heavy_imports(code, cwd=project, **env) == []
 
 
 # -- the pathlib-free replacements behave like pathlib -----------------------------------

@@ -18,8 +18,9 @@ ignored key that leaves the user believing something is allowed or denied.
 This module runs on every ``safe-run``, so it imports only what is already loaded
 (``os``, ``sys``; paths stay plain strings, never ``pathlib``) and defers ``tomllib``
 and ``ipaddress`` to the moment they are needed: built-in profiles are read without
-tomllib (see :func:`profiles.parse_builtin`), and a pyproject that never mentions
-``safe-run`` is not parsed at all.
+tomllib (see :func:`profiles.parse_builtin`), a pyproject that never mentions
+``safe-run`` is not parsed at all, and one whose parse result is in the policy cache
+(:mod:`safe_pip.policy.cache`) is not parsed again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 from safe_pip._records import record
 from safe_pip.errors import PolicyError
 from safe_pip.policy import profiles
+from safe_pip.policy.cache import MISS, PolicyCache
 from safe_pip.policy.model import EnvPolicy, FilesystemPolicy, NetworkPolicy, Policy
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
@@ -106,6 +108,10 @@ def load_policy(
     ``cwd`` and only the built-in default (``base``) applies.  ``variables`` feeds
     ``$VAR`` expansion in paths (the launcher includes the sandbox's private
     ``TMPDIR``); ``home`` is the caller's real home, which ``~`` expands to.
+
+    The parsed ``[tool.safe-run]`` table is cached under ``home`` (or
+    ``$XDG_CACHE_HOME`` from ``variables``; see :mod:`safe_pip.policy.cache`); the cache
+    directory is created before the sandbox exists, then denied to it and protected.
     """
     cwd_str = os.path.abspath(cwd)
     if project is not None:
@@ -118,12 +124,14 @@ def load_policy(
         pyproject = find_pyproject(cwd_str)
         project_dir = cwd_str if pyproject is None else os.path.dirname(pyproject)
 
-    merger = _Merger(project_dir, os.fspath(home), variables)
+    home_str = os.fspath(home)
+    cache = PolicyCache(home_str, variables)  # creates the cache directory if needed
+    merger = _Merger(project_dir, home_str, variables)
     merger.include("base", source="built-in defaults", key="base", base_dir=None)
 
     policy_pyproject: str | None = None  # the pyproject that has a [tool.safe-run] table
     if pyproject is not None:
-        table = _pyproject_table(pyproject)
+        table = _pyproject_table(pyproject, cache)
         if table is not None:
             policy_pyproject = pyproject
             identity = os.path.realpath(pyproject)
@@ -144,6 +152,12 @@ def load_policy(
     if policy_pyproject is not None:
         protected.append(policy_pyproject)
     protected += merger.policy_files
+    # The sandbox must not read or write the policy cache (it would widen the next
+    # run's policy).  Deny hides the entries; protecting the root pins its ancestors
+    # in namespace mode, so the denied directory cannot be renamed away and replaced.
+    for root in cache.roots:
+        merger.deny.setdefault(root + "/policy")
+    protected += cache.roots
     merger.read.setdefault(project_dir)
 
     allow = tuple(merger.allow)
@@ -438,22 +452,26 @@ def _cli_layer(overrides: CliOverrides, merger: _Merger, cwd: str) -> _Layer | N
 # -- reading ------------------------------------------------------------------------------
 
 
-def _pyproject_table(path: str) -> dict[str, object] | None:
+def _pyproject_table(path: str, cache: PolicyCache | None = None) -> dict[str, object] | None:
     """The ``[tool.safe-run]`` table of a pyproject, or None if it has none.
 
     A pyproject that never mentions ``safe-run`` is not parsed at all: pyprojects can
     be long and parsing is the slowest step of a load.  The substring test cannot miss
     a table, because a key can only hide its spelling behind ``\\u`` escapes, and a
-    file containing those is parsed.
+    file containing those is parsed.  Otherwise the parse result comes from ``cache``
+    when it holds an entry made from exactly these bytes.
     """
     data = _read_bytes(path, source=path, key="(file)")
     if b"safe-run" not in data and b"\\u" not in data and b"\\U" not in data:
         return None
-    document = _parse_toml(data, path)
-    tool = document.get("tool")
-    if not isinstance(tool, dict) or "safe-run" not in tool:
+    table = MISS if cache is None else cache.lookup(path, data)
+    if table is MISS:
+        tool = _parse_toml(data, path).get("tool")
+        table = tool.get("safe-run") if isinstance(tool, dict) else None  # TOML has no null
+        if cache is not None and (table is None or isinstance(table, dict)):
+            cache.store(path, data, table)
+    if table is None:
         return None
-    table = tool["safe-run"]
     if not isinstance(table, dict):
         raise PolicyError(path, "tool.safe-run", f"must be a table, not {_describe(table)}")
     return table
