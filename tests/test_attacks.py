@@ -462,3 +462,30 @@ def test_tiocsti_injection(world: World, mode: str, variant: str) -> None:
     assert "DONE" in boxed_out, boxed_out
     assert "LEAK" not in boxed_out and "BLOCKED" in boxed_out
     assert b"Z" not in boxed_echo
+
+
+def test_supervisor_environ_block_is_scrubbed(world: World, mode: str) -> None:
+    """Pid 1 inside the sandbox is a fork of safe-run: its /proc environ must be empty
+    of the caller's secrets even though the sandbox cannot read it today."""
+    script = world.write_script("import time; print('ready', flush=True); time.sleep(30)", "s.py")
+    plain = subprocess.Popen(
+        [sys.executable, str(script)], env=world.env(), stdout=subprocess.PIPE, text=True
+    )
+    boxed = subprocess.Popen(
+        world.safe_run_argv(str(script)),
+        cwd=world.project,
+        env=world.env(mode),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for proc in (plain, boxed):
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with open(f"/proc/{plain.pid}/environ", "rb") as handle:
+            assert world.secret.encode() in handle.read()  # what an unscrubbed block shows
+        with open(f"/proc/{boxed.pid}/environ", "rb") as handle:
+            assert world.secret.encode() not in handle.read()
+    finally:
+        for proc in (plain, boxed):
+            proc.kill()
+            proc.wait()

@@ -21,6 +21,7 @@ from safe_pip.launcher.child import (
 )
 from safe_pip.launcher.plan import SandboxPlan
 from safe_pip.sandbox import namespaces
+from safe_pip.sandbox.environment import scrub_own_environ_block
 from safe_pip.sandbox.mounts import prepare_root
 
 TYPE_CHECKING = False
@@ -145,6 +146,7 @@ def run_sandboxed(plan: SandboxPlan) -> int:
     # copy-on-write fault on every page it touches.
     root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
     ns_rules = landlock_rules_for(plan, "namespace") if root is not None else None
+    scrub_own_environ_block()  # init, inside the sandbox, is a fork of this process
     namespaces.set_child_subreaper()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     report = RunReport()

@@ -60,3 +60,34 @@ def build_environment(
     for name, value in set_values:
         env[name] = value
     return env
+
+
+def scrub_own_environ_block() -> bool:
+    """Zero this process's original environment block (what ``/proc/PID/environ`` shows).
+
+    The supervisor is forked to become the sandbox's pid-1 init, so without this the
+    caller's whole environment — tokens included — would sit in the memory of a
+    process *inside* the sandbox's pid namespace.  Landlock's ptrace rules already
+    keep ``/proc/1/environ`` unreadable from the sandbox; zeroing the block means a
+    future hole there finds nothing.  Python copied the environment into
+    ``os.environ`` at start-up, and the sandboxed program gets its environment from
+    ``execve``, so nothing of ours needs the original block.  Returns False where
+    ``/proc`` does not tell us where the block is.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    # Fields after the parenthesised command name start at field 3; env_start and
+    # env_end are fields 50 and 51 (proc(5)).
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 49:
+        return False
+    start, end = int(fields[47]), int(fields[48])
+    if not 0 < start < end:
+        return False
+    import ctypes
+
+    ctypes.memset(start, 0, end - start)
+    return True
