@@ -252,3 +252,24 @@ def test_venv_protected_paths_of_a_missing_venv(tmp_path: Path) -> None:
 def test_venv_protected_paths_of_this_interpreter() -> None:
     venv = Path(sys.prefix)
     assert venv_protected_paths(sys.prefix) == _glob_reference(venv)
+
+
+def test_installed_safe_run_launcher_stays_lean(tmp_path: Path) -> None:
+    """The installed ``safe-run`` script itself (not an installer-generated wrapper,
+    which may ``import re``) loads none of the heavy modules up to its exit."""
+    launcher = Path(sys.executable).parent / "safe-run"
+    if not launcher.exists():
+        pytest.skip("safe-run is not installed next to this python")
+    first_line = launcher.read_text(encoding="utf-8").splitlines()[0]
+    assert first_line.startswith("#!") and "python" in first_line
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(launcher), "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "safe_pip.cli.run" in imported
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
