@@ -258,3 +258,19 @@ while True:
     size = beat.stat().st_size
     time.sleep(0.4)
     assert beat.stat().st_size == size
+
+
+def test_command_outside_the_grants_is_refused_with_a_hint(world: World, mode: str) -> None:
+    tools = world.root / "tools"
+    tools.mkdir()
+    tool = tools / "tool.sh"
+    tool.write_text("#!/bin/sh\necho tool-ran\n")
+    tool.chmod(0o755)
+    tools.chmod(0o755)
+    out = world.run_safe(mode, "--", str(tool))
+    # Namespace mode: the file does not exist in the private root (127); fallback
+    # mode: Landlock refuses to execute it (126).  Either way: one line, a hint.
+    assert out.returncode == (127 if mode == "namespace" else 126), out.stderr
+    assert "inside the sandbox" in out.stderr and "Traceback" not in out.stderr
+    granted = world.run_safe(mode, "--", str(tool), flags=("--allow-read", str(tools)))
+    assert granted.returncode == 0 and granted.stdout.strip() == "tool-ran", granted.stderr

@@ -278,6 +278,9 @@ def exec_target(
         install_filter(build_filter(seccomp_options(plan, mode)))
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps SIG_IGN
+    except Exception as exc:
+        fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+    try:
         os.execve(target.executable, list(target.argv), plan.env)
     except FileNotFoundError:
         fail(report_fd, EXIT_NOT_FOUND, f"not found inside the sandbox: {target.executable}")
@@ -288,6 +291,6 @@ def exec_target(
             f"cannot execute {target.executable} inside the sandbox; grant its directory "
             "with filesystem.read (or --allow-read)",
         )
-    except Exception as exc:
-        fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+    except OSError as exc:
+        fail(report_fd, EXIT_NOT_EXECUTABLE, f"cannot execute {target.executable}: {exc}")
     sys.exit(EXIT_INTERNAL)  # unreachable: keeps type checkers honest
