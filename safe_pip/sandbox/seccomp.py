@@ -181,6 +181,26 @@ _CLONE_NEW_MASK = (
 # x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64: the generic table
 # (include/uapi/asm-generic/unistd.h, scripts/syscall.tbl since 6.11).
 
+
+#: Syscalls numbered 424 and up share one number on every architecture with the
+#: unified table (x86_64 and aarch64 included).
+_UNIFIED_SYSCALLS: Mapping[str, int] = {
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "clone3": 435,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "open_tree_attr": 467,
+}
+
 _X86_64_SYSCALLS: Mapping[str, int] = {
     "ioctl": 16,
     "socket": 41,
@@ -220,20 +240,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
-    "io_uring_setup": 425,
-    "io_uring_enter": 426,
-    "io_uring_register": 427,
-    "open_tree": 428,
-    "move_mount": 429,
-    "fsopen": 430,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fspick": 433,
-    "clone3": 435,
-    "pidfd_getfd": 438,
-    "mount_setattr": 442,
-    "quotactl_fd": 443,
-    "open_tree_attr": 467,
+    **_UNIFIED_SYSCALLS,
 }
 
 _AARCH64_SYSCALLS: Mapping[str, int] = {
@@ -272,20 +279,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "bpf": 280,
     "userfaultfd": 282,
     "kexec_file_load": 294,
-    "io_uring_setup": 425,
-    "io_uring_enter": 426,
-    "io_uring_register": 427,
-    "open_tree": 428,
-    "move_mount": 429,
-    "fsopen": 430,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fspick": 433,
-    "clone3": 435,
-    "pidfd_getfd": 438,
-    "mount_setattr": 442,
-    "quotactl_fd": 443,
-    "open_tree_attr": 467,
+    **_UNIFIED_SYSCALLS,
 }
 
 
