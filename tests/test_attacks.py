@@ -489,3 +489,50 @@ def test_supervisor_environ_block_is_scrubbed(world: World, mode: str) -> None:
         for proc in (plain, boxed):
             proc.kill()
             proc.wait()
+
+
+def test_home_is_not_a_project(world: World, mode: str) -> None:
+    """Started from ~ with no pyproject, the whole home must not become readable."""
+    (world.home / "notes.txt").write_text(f"private {world.secret}\n")
+    script = world.root / "reader.py"
+    script.write_text(READ_FILE)
+    argv = [str(world.home / "notes.txt")]
+    plain = subprocess.run(
+        [sys.executable, str(script), *argv],
+        cwd=world.home,
+        env=world.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "LEAK" in plain.stdout
+    boxed = subprocess.run(
+        world.safe_run_argv(
+            str(script), *argv, flags=("--allow-read", str(world.root / "reader.py"))
+        ),
+        cwd=world.home,
+        env=world.env(mode),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert world.secret not in boxed.stdout + boxed.stderr
+    assert boxed.returncode == 125, boxed.stdout + boxed.stderr
+    assert "not visible in the sandbox" in boxed.stderr and "--allow-read" in boxed.stderr
+    # Granting a directory explicitly is the way to run there; deny still wins.
+    (world.home / ".ssh" / "id_rsa").chmod(0o644)
+    granted = subprocess.run(
+        world.safe_run_argv(
+            str(script),
+            str(world.home / ".ssh" / "id_rsa"),
+            flags=("--allow-read", str(world.root)),
+        ),
+        cwd=world.home,
+        env=world.env(mode),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert "DONE" in granted.stdout and "BLOCKED" in granted.stdout, granted.stderr

@@ -227,8 +227,14 @@ def run(opts: RunOptions) -> int:
                 "Landlock is not available on this kernel, so files cannot be protected; "
                 "refusing to run (pass --allow-degraded to run with the remaining layers)"
             )
+        from safe_pip.launcher.plan import cwd_is_visible
         from safe_pip.launcher.supervisor import run_sandboxed
 
+        if not cwd_is_visible(plan):
+            raise SafePipError(
+                f"the working directory {cwd} is not visible in the sandbox; run from a "
+                "project (a directory with a pyproject.toml) or grant it with --allow-read"
+            )
         return run_sandboxed(plan)
     finally:
         if not opts.explain and os.path.isdir(private_dir):

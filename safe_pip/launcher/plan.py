@@ -55,6 +55,12 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
+def cwd_is_visible(plan: SandboxPlan) -> bool:
+    """Whether the working directory exists inside the sandbox (granted, not denied)."""
+    grants = plan.grants
+    return _under(plan.cwd, (*grants.read, *grants.write)) and not _under(plan.cwd, grants.deny)
+
+
 def interpreter_roots(python: str) -> list[str]:
     """Directories a Python interpreter needs to start: its venv and its real prefix.
 

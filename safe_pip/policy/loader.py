@@ -158,7 +158,8 @@ def load_policy(
     for root in cache.roots:
         merger.deny.setdefault(root + "/policy")
     protected += cache.roots
-    merger.read.setdefault(project_dir)
+    if pyproject is not None or not _holds_everything(project_dir, home_str):
+        merger.read.setdefault(project_dir)
 
     allow = tuple(merger.allow)
     return Policy(
@@ -447,6 +448,17 @@ def _cli_layer(overrides: CliOverrides, merger: _Merger, cwd: str) -> _Layer | N
     if layer.read or layer.write or layer.env_pass or layer.allow or layer.no_network:
         return layer
     return None
+
+
+def _holds_everything(directory: str, home: str) -> bool:
+    """True for ``/``, the home directory and its ancestors.
+
+    Without a pyproject the working directory stands in for the project; started from
+    ``~`` that would quietly make the whole home readable (the deny list aside).  Such
+    a directory is not granted implicitly: the user names it with ``--allow-read``.
+    """
+    home = os.path.abspath(home)
+    return directory == home or directory == "/" or home.startswith(directory.rstrip("/") + "/")
 
 
 # -- reading ------------------------------------------------------------------------------
