@@ -174,6 +174,31 @@ def _make_private_dir() -> str:
     raise SafePipError(f"cannot create a private directory under {base}")
 
 
+def remove_tree(path: str) -> None:
+    """Delete the private HOME/TMPDIR, even where the sandbox made dirs unreadable.
+
+    Written out instead of ``shutil.rmtree`` because importing shutil (and with it
+    bz2 and lzma) is a measurable slice of safe-run's start-up.  Symlinks are
+    unlinked, never followed.
+    """
+    try:
+        entries = list(os.scandir(path))
+    except PermissionError:
+        os.chmod(path, 0o700)
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    os.rmdir(path)
+
+
 def run(opts: RunOptions) -> int:
     from safe_pip.policy.loader import CliOverrides, load_policy
     from safe_pip.sandbox import landlock
@@ -237,10 +262,8 @@ def run(opts: RunOptions) -> int:
             )
         return run_sandboxed(plan)
     finally:
-        if not opts.explain and os.path.isdir(private_dir):
-            from safe_pip.launcher.supervisor import remove_tree
-
-            remove_tree(private_dir)
+        if not opts.explain:
+            remove_tree(private_dir)  # we made it, we remove it: after any outcome
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

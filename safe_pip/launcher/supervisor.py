@@ -115,31 +115,6 @@ def kill_leftovers() -> int:
                 pass
 
 
-def remove_tree(path: str) -> None:
-    """Delete the private HOME/TMPDIR, even where the sandbox made dirs unreadable.
-
-    Written out instead of ``shutil.rmtree`` because importing shutil (and with it
-    bz2 and lzma) is a measurable slice of safe-run's start-up.  Symlinks are
-    unlinked, never followed.
-    """
-    try:
-        entries = list(os.scandir(path))
-    except PermissionError:
-        os.chmod(path, 0o700)
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
-    os.rmdir(path)
-
-
 def run_sandboxed(plan: SandboxPlan) -> int:
     """Run the plan's target in the sandbox; return safe-run's exit code."""
     # Host lookups happen here, before forking: the same work in a fresh fork pays a
@@ -179,7 +154,6 @@ def run_sandboxed(plan: SandboxPlan) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         kill_leftovers()
-        remove_tree(plan.private_dir)
     if report.error is not None:
         raise SafePipError(report.error[1], report.error[0])
     if report.mode == "unknown":
