@@ -12,7 +12,7 @@ import os
 import sys
 
 from safe_pip._records import record
-from safe_pip.policy.model import NetworkPolicy, Policy, pure_path
+from safe_pip.policy.model import NetworkPolicy, Policy, is_within, pure_path
 from safe_pip.runner.target import Target, resolve_target
 from safe_pip.sandbox.environment import build_environment
 from safe_pip.sandbox.fs_rules import FsGrants
@@ -52,7 +52,7 @@ class SandboxPlan:
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+    return any(is_within(path, root) for root in roots)
 
 
 def cwd_is_visible(plan: SandboxPlan) -> bool:

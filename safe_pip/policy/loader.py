@@ -32,7 +32,13 @@ from safe_pip._records import record
 from safe_pip.errors import PolicyError
 from safe_pip.policy import profiles
 from safe_pip.policy.cache import MISS, PolicyCache
-from safe_pip.policy.model import EnvPolicy, FilesystemPolicy, NetworkPolicy, Policy
+from safe_pip.policy.model import (
+    EnvPolicy,
+    FilesystemPolicy,
+    NetworkPolicy,
+    Policy,
+    is_within,
+)
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
@@ -458,7 +464,7 @@ def _holds_everything(directory: str, home: str) -> bool:
     a directory is not granted implicitly: the user names it with ``--allow-read``.
     """
     home = os.path.abspath(home)
-    return directory == home or directory == "/" or home.startswith(directory.rstrip("/") + "/")
+    return directory == "/" or is_within(home, directory)
 
 
 # -- reading ------------------------------------------------------------------------------

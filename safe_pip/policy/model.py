@@ -35,6 +35,14 @@ def pure_path(path: str) -> str:
     return root + "/".join(part for part in path.split("/") if part and part != ".") or "."
 
 
+def is_within(path: str, ancestor: str) -> bool:
+    """True when ``path`` is ``ancestor`` or lies beneath it (canonical strings).
+
+    A plain string test, no file system access: ``/a/bc`` is not within ``/a/b``.
+    """
+    return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+
+
 @record
 class FilesystemPolicy:
     """Which paths the sandbox may touch.

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 
 from safe_pip._records import record
+from safe_pip.policy.model import is_within
 from safe_pip.sandbox.landlock import FILE_ONLY, READ, WRITE, AccessFs, fs_access_for_abi
 
 __all__ = ["FsGrants", "Rule", "fs_rules_summary", "landlock_rules"]
@@ -130,19 +131,14 @@ def _exclusions(
 # --------------------------------------------------------------------------- carving
 
 
-def _is_within(path: str, ancestor: str) -> bool:
-    """True when ``path`` is ``ancestor`` or lies beneath it (resolved strings)."""
-    return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
-
-
 def _strictly_within(path: str, ancestor: str) -> bool:
-    return path != ancestor and _is_within(path, ancestor)
+    return path != ancestor and is_within(path, ancestor)
 
 
 def _cap_from_enclosing(path: str, rights: AccessFs, exclusions: list[_Exclusion]) -> AccessFs:
     """A grant at or beneath an excluded path gets at most that path's cap."""
     for excluded, cap in exclusions:
-        if _is_within(path, excluded):
+        if is_within(path, excluded):
             rights &= cap
     return rights
 
