@@ -119,11 +119,18 @@ class SeccompOptions:
     0 or IPPROTO_TCP (no UDP, raw, SCTP or MPTCP); others get EPERM.
     ``deny_namespaces``: refuse unshare/setns/clone with CLONE_NEW* -- True once our
     own namespace setup is done.
+    ``notify_connect``: every ``connect()`` becomes a user notification for the
+    supervisor, which decides it and performs the allowed ones itself (fallback-mode
+    network allowlist: Landlock filters only the port, see launcher/connect_guard.py).
+    ``deny_fastopen``: refuse ``sendto``/``sendmsg``/``sendmmsg`` with MSG_FASTOPEN,
+    a way to open a TCP connection without calling ``connect()``.
     """
 
     socket_families: frozenset[int] | None = None
     inet_stream_only: bool = False
     deny_namespaces: bool = True
+    notify_connect: bool = False
+    deny_fastopen: bool = False
 
 
 # --- kernel ABI constants (linux/seccomp.h, linux/bpf_common.h, linux/audit.h) ---
@@ -140,6 +147,7 @@ _BPF_MAXINSNS = 4096
 _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
 _RET_ALLOW = 0x7FFF0000
+_RET_USER_NOTIF = 0x7FC00000
 
 # errno values are the asm-generic ones, identical on x86_64 and aarch64; spelled
 # out so a program built for one arch on another host stays correct.
@@ -159,6 +167,7 @@ _AF_INET6 = 10
 _SOCK_STREAM = 1
 _SOCK_TYPE_MASK = 0xF
 _IPPROTO_TCP = 6
+_MSG_FASTOPEN = 0x20000000
 _FAMILY_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
 
 _TIOCSTI = 0x5412
@@ -204,6 +213,9 @@ _UNIFIED_SYSCALLS: Mapping[str, int] = {
 _X86_64_SYSCALLS: Mapping[str, int] = {
     "ioctl": 16,
     "socket": 41,
+    "connect": 42,
+    "sendto": 44,
+    "sendmsg": 46,
     "socketpair": 53,
     "clone": 56,
     "ptrace": 101,
@@ -240,6 +252,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
+    "sendmmsg": 307,
     **_UNIFIED_SYSCALLS,
 }
 
@@ -263,6 +276,9 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "reboot": 142,
     "socket": 198,
     "socketpair": 199,
+    "connect": 203,
+    "sendto": 206,
+    "sendmsg": 211,
     "add_key": 217,
     "request_key": 218,
     "keyctl": 219,
@@ -277,6 +293,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "process_vm_writev": 271,
     "finit_module": 273,
     "bpf": 280,
+    "sendmmsg": 269,
     "userfaultfd": 282,
     "kexec_file_load": 294,
     **_UNIFIED_SYSCALLS,
@@ -510,6 +527,18 @@ def _socketpair_body(families: frozenset[int]) -> Callable[[_Assembler], None]:
     return body
 
 
+def _fastopen_body(flags_index: int) -> Callable[[_Assembler], None]:
+    """Refuse a send whose flags carry MSG_FASTOPEN (an implicit TCP connect)."""
+
+    def body(asm: _Assembler) -> None:
+        asm.load_arg_low(flags_index)
+        asm.jump(_JSET, _MSG_FASTOPEN, 0, 1)
+        asm.ret(_errno(_EPERM))
+        asm.ret(_RET_ALLOW)
+
+    return body
+
+
 # --- the rule table: one source for the program and for --explain ---
 
 
@@ -581,6 +610,15 @@ def _argument_rules(options: SeccompOptions) -> list[_Rule]:
         rules.append(_guarded_rule("socketpair", summary, _socketpair_body(families)))
     if options.deny_namespaces:
         rules.append(_guarded_rule("clone", "EPERM when flags contain CLONE_NEW*", _clone_body))
+    if options.deny_fastopen:
+        for name, index in (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)):
+            rules.append(
+                _guarded_rule(
+                    name,
+                    "EPERM with MSG_FASTOPEN (connect without connect())",
+                    _fastopen_body(index),
+                )
+            )
     rules.append(
         _guarded_rule("personality", "EPERM except PER_LINUX and the query", _personality_body)
     )
@@ -590,6 +628,10 @@ def _argument_rules(options: SeccompOptions) -> list[_Rule]:
 def _rules(options: SeccompOptions) -> list[_Rule]:
     """Every rule for ``options``, in program order."""
     rules = _argument_rules(options)
+    if options.notify_connect:
+        rules.append(
+            _plain_rule("connect", _RET_USER_NOTIF, "decided by the supervisor (user notification)")
+        )
     if options.deny_namespaces:
         rules.append(_CLONE3_RULE)
         rules += _NAMESPACE_RULES
@@ -674,16 +716,20 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_GET_NO_NEW_PRIVS = 39
 _SECCOMP_MODE_FILTER = 2
 _SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 _SOCK_FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog {u16 len; sock_filter *filter}
 
 
-def install_filter(program: bytes) -> None:
+def install_filter(program: bytes, *, new_listener: bool = False) -> int | None:
     """Install ``program`` on the calling thread; it is inherited across fork and exec.
 
     Sets no_new_privs first when it is not set (the kernel requires it for an
     unprivileged filter, and we want it anyway).  Uses ``seccomp(2)`` and falls
-    back to ``prctl(PR_SET_SECCOMP)`` on kernels without that syscall.  Flags are 0:
+    back to ``prctl(PR_SET_SECCOMP)`` on kernels without that syscall.  No TSYNC:
     the launcher installs the filter in a single-threaded child right before exec.
+
+    ``new_listener`` asks for a user-notification fd (a program with
+    ``notify_connect``); it is returned, and the caller hands it to the supervisor.
     """
     count, rest = divmod(len(program), _INSN.size)
     if rest or not 0 < count <= _BPF_MAXINSNS:
@@ -708,11 +754,13 @@ def install_filter(program: bytes) -> None:
         _SOCK_FPROG.pack(count, ctypes.addressof(code)), _SOCK_FPROG.size
     )
     fprog_ptr = ctypes.c_void_p(ctypes.addressof(fprog))
-    rc = libc.syscall(word(spec.seccomp_nr), word(_SECCOMP_SET_MODE_FILTER), word(0), fprog_ptr)
-    if rc != 0 and ctypes.get_errno() == _ENOSYS:
+    flags = _SECCOMP_FILTER_FLAG_NEW_LISTENER if new_listener else 0
+    rc = libc.syscall(word(spec.seccomp_nr), word(_SECCOMP_SET_MODE_FILTER), word(flags), fprog_ptr)
+    if rc < 0 and ctypes.get_errno() == _ENOSYS and not new_listener:
         rc = prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog_ptr)
-    if rc != 0:
+    if rc < 0:
         raise _failure("installing the filter failed", ctypes.get_errno())
+    return int(rc) if new_listener else None
 
 
 def _failure(what: str, err: int) -> SeccompError:
