@@ -1,0 +1,1 @@
+"""The filtering network proxy that runs in the supervisor, outside the sandbox."""
