@@ -35,6 +35,16 @@ def explain(policy: Policy, plan: SandboxPlan) -> str:
     ]
     lines = [render_toml(effective, layers=layer_rows).rstrip("\n"), ""]
     lines.append(f"# mode: {mode}")
+    if policy.network.mode == "allowlist":
+        how = (
+            "own network namespace; the proxy's socket is the only way out"
+            if mode == "namespace"
+            else "host network; every connect() is checked by the supervisor and only "
+            "the proxy is reachable (fallback)"
+        )
+        lines.append(f"# network: allowlist through the proxy at 127.0.0.1 ({how})")
+    else:
+        lines.append("# network: none")
     if plan.target is not None:
         lines.append(f"# target: {' '.join(plan.target.argv)}")
         lines.append(f"# executable: {plan.target.executable}")

@@ -36,6 +36,8 @@ options:
   --allow-host HOST    allow a network host[:port] (repeatable)
   --allow-env NAME     pass an environment variable through (repeatable)
   --no-network         no network at all (the default unless the policy allows hosts)
+  -v, --verbose        at exit, list allowed network destinations too (refused ones
+                       are always listed)
   --explain            print the effective policy and layers; run nothing
   --allow-degraded     run even when a layer the policy needs is missing
   -h, --help           show this help
@@ -58,6 +60,8 @@ _FLAG_OPTIONS = {
     "--no-network": "no_network",
     "--explain": "explain",
     "--allow-degraded": "allow_degraded",
+    "--verbose": "verbose",
+    "-v": "verbose",
 }
 
 
@@ -75,6 +79,7 @@ class RunOptions:
     no_network: bool = False
     explain: bool = False
     allow_degraded: bool = False
+    verbose: bool = False
     show_help: bool = False
     show_version: bool = False
     kind: Literal["auto", "module", "command"] = "auto"
@@ -226,6 +231,14 @@ def run(opts: RunOptions) -> int:
         venv = find_venv(opts, cwd, policy.project_dir)
         from safe_pip.launcher.plan import build_plan, default_python
 
+        network = None
+        if policy.network.mode == "allowlist" and not opts.explain:
+            from safe_pip.launcher.network import prepare_network
+
+            network = prepare_network(policy.network)
+        proxy_port = None
+        if policy.network.mode == "allowlist":
+            proxy_port = network.port if network is not None else 0
         plan = build_plan(
             policy,
             opts.kind,
@@ -236,17 +249,13 @@ def run(opts: RunOptions) -> int:
             caller_env=os.environ,
             cwd=cwd,
             allow_degraded=opts.allow_degraded,
+            proxy_port=proxy_port,
         )
         if opts.explain:
             from safe_pip.cli.explain import explain
 
             sys.stdout.write(explain(policy, plan))
             return 0
-        if policy.network.mode != "none":
-            raise SafePipError(
-                "network.allow needs the filtering proxy, which this version does not have "
-                'yet; remove the allow list (network = "none") to run'
-            )
         if landlock.abi_version() == 0 and not opts.allow_degraded:
             raise SafePipError(
                 "Landlock is not available on this kernel, so files cannot be protected; "
@@ -260,7 +269,12 @@ def run(opts: RunOptions) -> int:
                 f"the working directory {cwd} is not visible in the sandbox; run from a "
                 "project (a directory with a pyproject.toml) or grant it with --allow-read"
             )
-        return run_sandboxed(plan)
+        code = run_sandboxed(plan, network)
+        if network is not None:
+            from safe_pip.launcher.network import print_network_report
+
+            print_network_report(network, opts.verbose)
+        return code
     finally:
         if not opts.explain:
             remove_tree(private_dir)  # we made it, we remove it: after any outcome

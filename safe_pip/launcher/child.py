@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
+from safe_pip._records import record
 from safe_pip.errors import EXIT_INTERNAL, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 from safe_pip.launcher.plan import PRIVATE_TMPFS, SandboxPlan
 from safe_pip.sandbox import landlock, namespaces
@@ -60,6 +61,20 @@ NAMESPACE_FLAGS = (
 )
 
 
+@record
+class ChildNetwork:
+    """The pre-fork sockets of a network allowlist, as fd numbers (launcher/network.py).
+
+    ``port``: the proxy's port, on 127.0.0.1 both outside and inside the namespace.
+    ``channel_fd``: where to send the namespace listener or the seccomp notify fd.
+    ``host_listener_fd``: the supervisor's host-side listener; no child keeps it.
+    """
+
+    port: int
+    channel_fd: int
+    host_listener_fd: int
+
+
 def report(fd: int, line: str) -> None:
     """One line to the supervisor; best effort (it may already be gone)."""
     try:
@@ -85,12 +100,15 @@ def stage1(
     report_fd: int,
     root: PreparedRoot | None,
     ns_rules: list[Rule] | None = None,
+    net: ChildNetwork | None = None,
 ) -> NoReturn:
     """First child: new session, then namespaces (or fallback), then the next stage.
 
     ``root`` is the private root prepared by the supervisor before forking (host
     lookups are cheaper there than after a fork); None means fallback mode only.
     ``ns_rules`` are the namespace-mode Landlock rules, precomputed for the same reason.
+    ``net`` is set for a network allowlist: in namespace mode this process (inside the
+    new network namespace) makes the proxy's listening socket and sends it out.
     """
     try:
         for sig in FORWARDED_SIGNALS:
@@ -107,6 +125,17 @@ def stage1(
             except OSError as exc:
                 why = f"user namespaces unavailable ({exc.strerror or exc})"
         report(report_fd, f"mode {mode} {why if mode == 'fallback' else ''}".rstrip())
+        if mode == "namespace":
+            namespaces.bring_up_loopback()
+            if net is not None:
+                from safe_pip.launcher.network import TAG_LISTENER, listen_here, send_fd
+
+                os.close(net.host_listener_fd)  # a host-side socket has no place in here
+                listener = listen_here(net.port)
+                send_fd(net.channel_fd, TAG_LISTENER, listener)
+                os.close(listener)
+                os.close(net.channel_fd)
+                net = None
         if mode == "fallback":
             if landlock.abi_version() < 6 and not plan.allow_degraded:
                 fail(
@@ -115,7 +144,7 @@ def stage1(
                     "without user namespaces the sandbox needs Landlock scopes (ABI 6+) to "
                     "isolate signals; refusing (pass --allow-degraded to run anyway)",
                 )
-            exec_target(plan, mode, report_fd)
+            exec_target(plan, mode, report_fd, net=net)
         init_pid = os.fork()
         if init_pid == 0:
             assert root is not None
@@ -144,7 +173,6 @@ def init(
     """
     try:
         namespaces.set_pdeathsig(signal.SIGKILL)
-        namespaces.bring_up_loopback()
         enter_private_root(root)
         target_pid = os.fork()
         if target_pid == 0:
@@ -216,14 +244,21 @@ def landlock_rules_for(plan: SandboxPlan, mode: str) -> list[Rule]:
     )
 
 
-def apply_landlock(plan: SandboxPlan, mode: str, rules: list[Rule] | None) -> None:
+def apply_landlock(
+    plan: SandboxPlan, mode: str, rules: list[Rule] | None, proxy_port: int | None = None
+) -> None:
+    """File rules, scopes and, in fallback mode, TCP: no bind, connect to the proxy only.
+
+    In namespace mode TCP needs no Landlock rule: the namespace has nothing but its
+    own loopback.
+    """
     abi = landlock.abi_version()
     if abi == 0:
         if plan.allow_degraded:
             return
         raise RuntimeError("Landlock is not available")  # the supervisor checked earlier
     handled_net = landlock.AccessNet(0)
-    if mode == "fallback" and plan.network.mode == "none":
+    if mode == "fallback":
         handled_net = landlock.net_access_for_abi(abi)
     if rules is None:
         rules = landlock_rules_for(plan, mode)
@@ -232,16 +267,29 @@ def apply_landlock(plan: SandboxPlan, mode: str, rules: list[Rule] | None) -> No
     ) as rs:
         for path, access in rules:
             rs.add_path(path, access)
+        if handled_net and proxy_port is not None:
+            rs.add_port(proxy_port, landlock.AccessNet.CONNECT_TCP)
         rs.restrict_self(no_new_privs=True)
 
 
 def seccomp_options(plan: SandboxPlan, mode: str) -> SeccompOptions:
     """Socket families: namespaced code may use its own loopback; fallback code may not
-    create sockets at all (``socketpair`` still works), because Landlock before ABI 9
-    cannot stop ``connect()`` to a pathname unix socket such as the session bus."""
+    create AF_UNIX sockets (``socketpair`` still works), because Landlock before ABI 9
+    cannot stop ``connect()`` to a pathname unix socket such as the session bus.
+
+    Fallback with a network allowlist: TCP sockets only (no UDP, raw, packet, netlink,
+    vsock, MPTCP), every ``connect()`` decided by the supervisor, and no TCP Fast Open
+    (which connects from ``sendto``/``sendmsg``)."""
     if mode == "namespace":
         families = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
         return SeccompOptions(socket_families=families, inet_stream_only=False)
+    if plan.network.mode == "allowlist":
+        return SeccompOptions(
+            socket_families=frozenset({AF_INET, AF_INET6}),
+            inet_stream_only=True,
+            notify_connect=True,
+            deny_fastopen=True,
+        )
     return SeccompOptions(socket_families=frozenset(), inet_stream_only=True)
 
 
@@ -250,8 +298,13 @@ def exec_target(
     mode: str,
     report_fd: int,
     rules: list[Rule] | None = None,
+    net: ChildNetwork | None = None,
 ) -> NoReturn:
-    """Last process before the program: lock everything down, then ``execve``."""
+    """Last process before the program: lock everything down, then ``execve``.
+
+    ``net`` is only ever set in fallback mode: the seccomp notification fd goes to the
+    supervisor over ``net.channel_fd`` (see launcher/network.py).
+    """
     target = plan.target
     assert target is not None, "exec_target needs a resolved target"
     try:
@@ -272,10 +325,23 @@ def exec_target(
         # no_new_privs already stops file capabilities from granting any at exec.
         if mode == "namespace" or os.geteuid() == 0:
             namespaces.drop_capabilities()
-        os.closerange(3, report_fd)
-        os.closerange(report_fd + 1, 65536)
-        apply_landlock(plan, mode, rules)
-        install_filter(build_filter(seccomp_options(plan, mode)))
+        keep = sorted({report_fd, net.channel_fd} if net is not None else {report_fd})
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 65536)
+        options = seccomp_options(plan, mode)
+        apply_landlock(plan, mode, rules, net.port if net is not None else None)
+        if options.notify_connect and net is None:  # nobody would answer: connect() hangs
+            raise RuntimeError("a network allowlist without its proxy channel")
+        notify_fd = install_filter(build_filter(options), new_listener=options.notify_connect)
+        if net is not None and notify_fd is not None:
+            from safe_pip.launcher.network import TAG_NOTIFY, send_fd
+
+            send_fd(net.channel_fd, TAG_NOTIFY, notify_fd)
+            os.close(notify_fd)
+            os.close(net.channel_fd)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps SIG_IGN
     except Exception as exc:

@@ -104,21 +104,62 @@ def venv_protected_paths(venv: str) -> list[str]:
     files (sorted) plus ``sitecustomize.py`` and ``usercustomize.py``.
     """
     protected = [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
+    for site in _site_packages(venv):
+        try:
+            with os.scandir(site) as scan:
+                pth = sorted(e.name for e in scan if e.name.endswith(".pth"))
+        except PermissionError:
+            pth = []
+        protected.extend(os.path.join(site, name) for name in pth)
+        protected.extend(
+            os.path.join(site, name) for name in ("sitecustomize.py", "usercustomize.py")
+        )
+    return protected
+
+
+def _site_packages(venv: str) -> list[str]:
+    """Every ``lib*/python*/site-packages`` directory of a venv."""
+    found = []
     for lib in _subdirs(venv, "lib"):
         for version in _subdirs(lib, "python"):
             site = os.path.join(version, "site-packages")
-            if not os.path.isdir(site):
-                continue
+            if os.path.isdir(site):
+                found.append(site)
+    return found
+
+
+def pth_directories(venv: str, home: str | None) -> list[str]:
+    """Directories a venv's ``*.pth`` files put on ``sys.path`` (editable installs).
+
+    The interpreter and tools such as pip scan ``sys.path``; a listed directory the
+    sandbox may not read is an EACCES in fallback mode (a namespace only hides it), so
+    pip crashes.  These directories are code the venv already runs; they are granted
+    read-only.  A line naming ``/``, the home directory or one of its parents is
+    skipped: that would open far more than an install's source tree.
+    """
+    found: list[str] = []
+    for site in _site_packages(venv):
+        try:
+            with os.scandir(site) as scan:
+                pth_files = sorted(e.path for e in scan if e.name.endswith(".pth"))
+        except PermissionError:
+            continue
+        for pth in pth_files:
             try:
-                with os.scandir(site) as scan:
-                    pth = sorted(e.name for e in scan if e.name.endswith(".pth"))
-            except PermissionError:
-                pth = []
-            protected.extend(os.path.join(site, name) for name in pth)
-            protected.extend(
-                os.path.join(site, name) for name in ("sitecustomize.py", "usercustomize.py")
-            )
-    return protected
+                with open(pth, encoding="utf-8", errors="replace") as handle:
+                    lines = handle.read().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                entry = line.strip()
+                if not entry or entry.startswith(("#", "import ", "import\t")):
+                    continue
+                path = pure_path(os.path.join(site, entry))
+                if path == "/" or (home is not None and is_within(home, path)):
+                    continue
+                if os.path.isdir(path):
+                    found.append(path)
+    return found
 
 
 def build_grants(policy: Policy, *, python: str, venv: str | None, private_dir: str) -> FsGrants:
@@ -128,6 +169,7 @@ def build_grants(policy: Policy, *, python: str, venv: str | None, private_dir: 
     read.extend(interpreter_roots(python))
     if venv is not None:
         read.append(venv)
+        read.extend(pth_directories(venv, os.environ.get("HOME")))
     read.append("/proc")
     write = list(fs.write)
     write.append(private_dir)
@@ -178,7 +220,10 @@ def build_plan(
     caller_env: Mapping[str, str],
     cwd: str,
     allow_degraded: bool,
+    proxy_port: int | None = None,
 ) -> SandboxPlan:
+    """``proxy_port`` (a network allowlist) adds the proxy variables to the environment;
+    they win over anything the policy passes, since no other route out exists."""
     grants = build_grants(policy, python=python, venv=venv, private_dir=private_dir)
     path_dirs = sandbox_path_dirs(caller_env.get("PATH", ""), grants, python=python, venv=venv)
     target = (
@@ -195,6 +240,10 @@ def build_plan(
         path_dirs=path_dirs,
         venv=venv,
     )
+    if proxy_port is not None:
+        from safe_pip.launcher.network import proxy_environment
+
+        env.update(proxy_environment(proxy_port))
     return SandboxPlan(
         target=target,
         env=env,

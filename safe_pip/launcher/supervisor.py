@@ -14,6 +14,7 @@ from safe_pip._records import field, mutable_record
 from safe_pip.errors import EXIT_INTERNAL, SafePipError
 from safe_pip.launcher.child import (
     FORWARDED_SIGNALS,
+    ChildNetwork,
     exit_code_from_status,
     landlock_rules_for,
     mount_plan,
@@ -25,6 +26,8 @@ from safe_pip.sandbox.environment import scrub_own_environ_block
 from safe_pip.sandbox.mounts import prepare_root
 
 TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from safe_pip.launcher.network import NetworkSetup
 # ``_signal`` is the C core of ``signal``; the Python wrapper imports ``enum`` (about
 # 7 ms here) just to turn numbers into ``Signals`` members we never need.
 if TYPE_CHECKING:
@@ -115,8 +118,12 @@ def kill_leftovers() -> int:
                 pass
 
 
-def run_sandboxed(plan: SandboxPlan) -> int:
-    """Run the plan's target in the sandbox; return safe-run's exit code."""
+def run_sandboxed(plan: SandboxPlan, network: NetworkSetup | None = None) -> int:
+    """Run the plan's target in the sandbox; return safe-run's exit code.
+
+    ``network`` (a network allowlist) makes this process the sandbox's proxy: it is
+    started once the children have finished setting up (see launcher/network.py).
+    """
     # Host lookups happen here, before forking: the same work in a fresh fork pays a
     # copy-on-write fault on every page it touches.
     root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
@@ -136,15 +143,36 @@ def run_sandboxed(plan: SandboxPlan) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
+        child_net = None
+        if network is not None:
+            child_net = ChildNetwork(
+                port=network.port,
+                channel_fd=network.child_channel.fileno(),
+                host_listener_fd=network.host_listener.fileno(),
+            )
         child = os.fork()
         if child == 0:
             os.close(read_fd)
-            stage1(plan, write_fd, root, ns_rules)
+            stage1(plan, write_fd, root, ns_rules, child_net)
         os.close(write_fd)
         forward_to.append(child)
         _read_reports(read_fd, report)
         if report.init_pid is not None:
             forward_to.append(report.init_pid)
+        if network is not None:
+            if report.error is None:
+                import _thread
+
+                from safe_pip.launcher.network import start_network
+
+                # In a thread: importing the proxy takes longer than a short program
+                # runs, and the exit must not wait for it.  Connections wait in the
+                # listen backlog (and connect() notifications in the kernel) meanwhile.
+                _thread.start_new_thread(start_network, (network, report.mode))
+            else:
+                from safe_pip.launcher.network import abandon_network
+
+                abandon_network(network)
         while True:
             pid, status = os.waitpid(child, 0)
             if pid == child:

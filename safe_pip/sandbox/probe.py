@@ -58,10 +58,21 @@ def probe_layers(*, userns: tuple[bool, str] | None = None) -> tuple[str, list[L
         Layer(
             "network-isolation",
             ns_ok or abi >= 4,
-            "empty network namespace (loopback only)"
+            "own network namespace (loopback only); with network.allow the proxy's "
+            "listening socket, passed out of the namespace, is the only way out"
             if ns_ok
-            else "seccomp: socket() refused (socketpair allowed)"
-            + ("; Landlock TCP bind/connect denied" if abi >= 4 else ""),
+            else "host network stack; network none: seccomp refuses socket() "
+            "(socketpair allowed); network.allow: TCP sockets only (no UDP, raw, "
+            "netlink, vsock, MPTCP, TCP Fast Open), every connect() decided by the "
+            "supervisor (only the proxy at 127.0.0.1)"
+            + ("; Landlock TCP: no bind, connect only to the proxy's port" if abi >= 4 else ""),
+        ),
+        Layer(
+            "network-proxy",
+            True,
+            "network.allow: hosts filtered by safe-run's proxy (HTTP CONNECT, plain HTTP, "
+            "SOCKS5), names resolved outside the sandbox, internal addresses refused "
+            "unless allowed as IP literals",
         ),
         Layer(
             "process-lifetime",
