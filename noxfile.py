@@ -9,6 +9,7 @@ turns a cold session install from tens of seconds into about one.
     nox -s tests                 # the test suite (posargs go to pytest)
     nox -s tests -- -m sandbox   # only the tests that start real sandboxes
     nox -s bench                 # start-up benchmark (posargs go to bench/startup.py)
+    nox -s bench_network         # network proxy benchmark (posargs go to bench/network.py)
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ LINT_PATHS = ("safe_pip", "tests", "bench", "examples", "noxfile.py")
 TYPED_SUPPORT_PATHS = (
     "noxfile.py",
     "bench/startup.py",
+    "bench/network.py",
     "tests/conftest.py",
+    "tests/net_servers.py",
     "examples/untrusted-script/steal.py",
 )
 
@@ -80,3 +83,14 @@ def bench(session: nox.Session) -> None:
     """Time `safe-run` against a bare interpreter start; see bench/README.md."""
     session.install(".")
     session.run("python", "bench/startup.py", *session.posargs)
+
+
+@nox.session
+def bench_network(session: nox.Session) -> None:
+    """Time safe-run's network proxy against direct loopback transfers (bench/network.py).
+
+    A session of its own rather than part of `bench`: it moves gigabytes through the
+    proxy and takes a minute or more, and its options are not startup.py's.
+    """
+    session.install(".")
+    session.run("python", "bench/network.py", *session.posargs)
