@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -766,3 +767,84 @@ def test_local_index_serves_pip_plainly(tmp_path: Path, origin: HttpOrigin) -> N
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / tiny_wheel().filename).read_bytes() == tiny_wheel().data
+
+
+# --- robustness: the supervisor dies ---------------------------------------------------
+
+SURVIVOR = """
+import os, socket, sys, time
+proxy_port = int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])
+sink_port, log_path = int(sys.argv[1]), sys.argv[2]
+
+def attempt(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return "connected"
+    except OSError as exc:
+        return type(exc).__name__
+
+if os.fork() == 0:  # a daemon: its own session, outliving its parent
+    os.setsid()
+    if os.fork() == 0:
+        while True:
+            with open(log_path, "a") as log:
+                log.write(f"{time.time()} {attempt(proxy_port)} {attempt(sink_port)}\\n")
+            time.sleep(0.05)
+    os._exit(0)
+print("READY", proxy_port, flush=True)
+time.sleep(60)
+"""
+
+
+def test_killing_the_supervisor_takes_the_network_away(
+    world: World, mode: str, origin: HttpOrigin
+) -> None:
+    """SIGKILL the supervisor: whatever survives in the sandbox (in fallback mode a
+    daemon can) must not gain a way out -- its connects fail, nothing reaches a
+    server, not even one that an attacker binds on the freed proxy port."""
+    # In data/: fallback mode cannot create files right next to the protected pyproject.
+    log = world.project / "data" / "attempts.log"
+    script = world.write_script(SURVIVOR, "survivor.py")
+    with TcpSink() as sink:
+        argv = world.safe_run_argv(
+            str(script),
+            str(sink.port),
+            str(log),
+            flags=(*allow(origin), "--allow-write", str(log.parent)),
+        )
+        proc = subprocess.Popen(
+            argv,
+            cwd=world.project,
+            env=world.env(mode),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            assert ready.startswith("READY"), ready + proc.stderr.read()  # type: ignore[union-attr]
+            proxy_port = int(ready.split()[1])
+            assert wait_until(lambda: log.exists() and log.read_text().count("\n") >= 2, 10)
+            before = log.read_text().splitlines()
+            assert all(line.split()[1] == "connected" for line in before), before
+            proc.kill()
+            proc.wait(timeout=10)
+            killed_at = time.time()
+            # The attacker takes over the freed port number on the host's loopback.
+            with TcpSink("127.0.0.1", proxy_port) as squatter:
+                time.sleep(1.0)
+                after = [
+                    line.split()
+                    for line in log.read_text().splitlines()
+                    if float(line.split()[0]) > killed_at + 0.2
+                ]
+                assert not squatter.seen(), after
+            assert not sink.seen()
+            if mode == "fallback":  # the daemon outlives a SIGKILLed supervisor here ...
+                assert after, "the surviving daemon stopped trying: the test proves nothing"
+            # ... and in namespace mode the whole pid namespace is gone.
+            assert all(fields[1] != "connected" and fields[2] != "connected" for fields in after)
+        finally:
+            proc.kill()
+            subprocess.run(["pkill", "-KILL", "-f", str(script)], check=False)

@@ -19,7 +19,12 @@ import os
 import sys
 
 from safe_pip._records import record
-from safe_pip.errors import EXIT_INTERNAL, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+from safe_pip.errors import (
+    EXIT_INTERNAL,
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    SandboxUnavailable,
+)
 from safe_pip.launcher.plan import PRIVATE_TMPFS, SandboxPlan
 from safe_pip.sandbox import landlock, namespaces
 from safe_pip.sandbox.fs_rules import FsGrants, Rule, landlock_rules
@@ -335,7 +340,16 @@ def exec_target(
         apply_landlock(plan, mode, rules, net.port if net is not None else None)
         if options.notify_connect and net is None:  # nobody would answer: connect() hangs
             raise RuntimeError("a network allowlist without its proxy channel")
-        notify_fd = install_filter(build_filter(options), new_listener=options.notify_connect)
+        try:
+            notify_fd = install_filter(build_filter(options), new_listener=options.notify_connect)
+        except SandboxUnavailable as exc:
+            if not options.notify_connect:
+                raise
+            raise SandboxUnavailable(
+                "without user namespaces a network allowlist needs seccomp user "
+                f"notification (Linux 5.6+), which failed here ({exc.message}); use "
+                'network = "none" or a system with unprivileged user namespaces'
+            ) from exc
         if net is not None and notify_fd is not None:
             from safe_pip.launcher.network import TAG_NOTIFY, send_fd
 

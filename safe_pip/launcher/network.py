@@ -129,6 +129,22 @@ def _received_fds(channel: _socket.socket) -> dict[bytes, int]:
                 found[data] = fd
 
 
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each tunnel holds up to six fds (two
+    sockets, two pipes), and the common soft limit of 1024 would cap the proxy at a
+    few hundred concurrent connections.  The sandbox's own limit is not changed: it
+    was inherited at fork time."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def start_network(setup: NetworkSetup, mode: str) -> None:
     """Start the proxy (and in fallback mode the connect guard) in daemon threads.
 
@@ -136,6 +152,7 @@ def start_network(setup: NetworkSetup, mode: str) -> None:
     process that forks while other threads run can deadlock in the child.
     """
     setup.child_channel.close()
+    _raise_fd_limit()
     fds = _received_fds(setup.parent_channel)
     setup.parent_channel.close()
     import socket
