@@ -537,14 +537,23 @@ if client == "requests":
     import requests
     response = requests.get(url, timeout=30)
     print("STATUS", response.status_code, response.text.strip())
-else:
+elif client == "httpx":
     import httpx
     response = httpx.get(url, timeout=30)
     print("STATUS", response.status_code, response.text.strip())
+else:
+    import asyncio, aiohttp
+
+    async def main():
+        async with aiohttp.ClientSession(trust_env=True) as session:
+            async with session.get(url) as response:
+                print("STATUS", response.status, (await response.text()).strip())
+
+    asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("client", ["requests", "httpx"])
+@pytest.mark.parametrize("client", ["requests", "httpx", "aiohttp"])
 def test_third_party_clients_through_proxy(
     world: World, mode: str, origin: HttpOrigin, client: str
 ) -> None:
@@ -557,31 +566,11 @@ def test_third_party_clients_through_proxy(
     assert origin.paths() == ["/hello"]
 
 
-def path_entries_from_pth_files() -> list[str]:
-    """Directories that the venv's ``*.pth`` files put on sys.path (editable installs).
-
-    pip lists the distributions in every sys.path entry.  An editable install of a
-    project outside the venv (a developer's venv; CI installs a real wheel) adds that
-    project's directory, which the sandbox does not grant: namespace mode hides it
-    (pip skips it) but fallback mode answers EACCES, which pip does not survive.  The
-    test grants those directories read-only, as a user in that situation would.
-    """
-    entries: list[str] = []
-    for site_dir in {p for p in sys.path if p.endswith("-packages") and os.path.isdir(p)}:
-        for pth in sorted(Path(site_dir).glob("*.pth")):
-            for line in pth.read_text(encoding="utf-8", errors="replace").splitlines():
-                line = line.strip()
-                if line.startswith("/") and os.path.isdir(line):
-                    entries.append(line)
-    return entries
-
-
 def test_pip_download_through_proxy(world: World, mode: str, origin: HttpOrigin) -> None:
     if importlib.util.find_spec("pip") is None:
         pytest.skip("pip is not installed (it is in the 'test' extra)")
     downloads = world.root / "downloads"
     downloads.mkdir()
-    editable = [word for entry in path_entries_from_pth_files() for word in ("--allow-read", entry)]
     out = world.run_safe(
         mode,
         "-m",
@@ -594,7 +583,9 @@ def test_pip_download_through_proxy(world: World, mode: str, origin: HttpOrigin)
         "--index-url",
         origin.index_url,
         "tinypkg",
-        flags=(*allow(origin), "--allow-write", str(downloads), *editable),
+        # No --allow-read for editable installs' source trees: the launcher grants the
+        # directories the venv's *.pth files name (fallback mode would answer EACCES).
+        flags=(*allow(origin), "--allow-write", str(downloads)),
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -848,3 +839,42 @@ def test_killing_the_supervisor_takes_the_network_away(
         finally:
             proc.kill()
             subprocess.run(["pkill", "-KILL", "-f", str(script)], check=False)
+
+
+# --- utility: SOCKS5 on the same port ------------------------------------------------
+
+SOCKS5_GET = """
+import os, socket, struct, sys
+proxy_port = int(os.environ["ALL_PROXY"].rsplit(":", 1)[1])
+
+def fetch(port):
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as s:
+        s.sendall(b"\\x05\\x01\\x00")
+        assert s.recv(2) == b"\\x05\\x00"
+        s.sendall(b"\\x05\\x01\\x00\\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", port))
+        reply = s.recv(10)
+        if reply[1] != 0:
+            return f"REFUSED code {reply[1]}"
+        s.sendall(b"GET /hello HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data.split(b"\\r\\n", 1)[0].decode()
+
+print("ALLOWED", fetch(int(sys.argv[1])))
+print("OTHER", fetch(int(sys.argv[2])))
+"""
+
+
+def test_socks5_on_the_proxy_port(world: World, mode: str, origin: HttpOrigin) -> None:
+    """Tools that speak only SOCKS5 use the same port; the same rules apply."""
+    with HttpOrigin() as other:
+        script = world.write_script(SOCKS5_GET, "socks.py")
+        out = world.run_safe(
+            mode, str(script), str(origin.port), str(other.port), flags=allow(origin)
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "ALLOWED HTTP/1.1 200" in out.stdout, out.stdout + out.stderr
+        assert "OTHER REFUSED code 2" in out.stdout, out.stdout  # "not allowed by ruleset"
+        assert other.paths() == []
+        assert refused_line(out.stderr, f"127.0.0.1:{other.port}") is not None, out.stderr

@@ -154,7 +154,7 @@ def pth_directories(venv: str, home: str | None) -> list[str]:
                 entry = line.strip()
                 if not entry or entry.startswith(("#", "import ", "import\t")):
                     continue
-                path = pure_path(os.path.join(site, entry))
+                path = os.path.abspath(os.path.join(site, entry))  # as site.py does
                 if path == "/" or (home is not None and is_within(home, path)):
                     continue
                 if os.path.isdir(path):
