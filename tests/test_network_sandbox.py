@@ -878,3 +878,14 @@ def test_socks5_on_the_proxy_port(world: World, mode: str, origin: HttpOrigin) -
         assert "OTHER REFUSED code 2" in out.stdout, out.stdout  # "not allowed by ruleset"
         assert other.paths() == []
         assert refused_line(out.stderr, f"127.0.0.1:{other.port}") is not None, out.stderr
+
+
+def test_fallback_mode_warns_what_is_weaker(world: World, mode: str, origin: HttpOrigin) -> None:
+    script = world.write_script(URLLIB_GET, "get.py")
+    out = world.run_safe(mode, str(script), origin.url("/hello"), flags=allow(origin))
+    assert out.returncode == 0, out.stdout + out.stderr
+    warned = "safe-run: warning: no user namespaces here" in out.stderr
+    assert warned == (mode == "fallback"), out.stderr
+    explain = world.run_safe(mode, "--explain", str(script), flags=allow(origin))
+    assert "# network: allowlist through the proxy" in explain.stdout
+    assert ("(fallback)" in explain.stdout) == (mode == "fallback"), explain.stdout

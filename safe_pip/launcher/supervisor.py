@@ -36,6 +36,14 @@ else:
     import _signal as signal
 
 
+FALLBACK_NETWORK_WARNING = (
+    "safe-run: warning: no user namespaces here, so the network allowlist runs in "
+    "fallback mode: the sandbox shares the host's network stack (it can see local "
+    "interfaces; unix sockets are refused) and safe-run checks each connect(); "
+    "see docs/network.md\n"
+)
+
+
 @mutable_record
 class RunReport:
     """What the children told us while setting up."""
@@ -160,6 +168,8 @@ def run_sandboxed(plan: SandboxPlan, network: NetworkSetup | None = None) -> int
         if report.init_pid is not None:
             forward_to.append(report.init_pid)
         if network is not None:
+            if report.error is None and report.mode == "fallback":
+                os.write(2, FALLBACK_NETWORK_WARNING.encode())
             if report.error is None:
                 import _thread
 
