@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["relay", "spawn", "start_thread"]
+__all__ = ["no_delay", "relay", "send_all", "spawn", "start_thread"]
 
 #: Bytes asked of the kernel per splice/recv once a direction carries bulk data.
 CHUNK = 1 << 20
@@ -126,6 +126,25 @@ def relay(a: socket.socket, b: socket.socket, *, until_b_eof: bool = False) -> t
     _pump(b, a, counts, 1, until_b_eof)
     forward_done.acquire()  # wait for the other direction
     return counts[0], counts[1]
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """Send what must go before the relay starts (a reply, bytes read with the head)."""
+    if data:
+        sock.settimeout(None)
+        sock.sendall(data)
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Forward small writes at once instead of holding them until the last is ACKed.
+
+    A relay re-sends writes as they come; with Nagle on, a response written as head
+    then body waits out the peer's delayed ACK (40 ms) between the two.
+    """
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 def _pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int, last: bool) -> None:
