@@ -27,13 +27,14 @@ import hashlib
 import html
 import io
 import random
+import re
 import socket
 import socketserver
 import struct
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +103,62 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + digest.decode("ascii")
 
 
+def wheel_filename(name: str, version: str, tag: str = "py3-none-any") -> str:
+    """The file name of a wheel: the name normalised as the wheel spec asks."""
+    return f"{_wheel_name(name)}-{version}-{tag}.whl"
+
+
+def _wheel_name(name: str) -> str:
+    """A distribution name as wheel and sdist file names spell it (``a-b.c`` → ``a_b_c``)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def make_wheel(
+    name: str,
+    version: str,
+    files: Mapping[str, bytes],
+    *,
+    metadata_extra: str = "",
+    entry_points: str | None = None,
+    tag: str = "py3-none-any",
+    summary: str = "A wheel built by the safe-pip tests",
+) -> Wheel:
+    """A real, installable wheel built with zipfile: ``files`` plus its dist-info.
+
+    ``files`` maps archive paths (``pkg/__init__.py``) to contents; the dist-info gets
+    METADATA (with ``metadata_extra`` lines appended, e.g. ``Requires-Dist: x``),
+    WHEEL, ``entry_points.txt`` when ``entry_points`` is given, and a RECORD with every
+    file's hash.  Timestamps are fixed, so the same input gives the same bytes.
+    """
+    dist_info = f"{_wheel_name(name)}-{version}.dist-info"
+    members = dict(files)
+    members[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {summary}\n"
+        + metadata_extra
+    ).encode()
+    members[f"{dist_info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: safe-pip-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+    ).encode()
+    if entry_points is not None:
+        members[f"{dist_info}/entry_points.txt"] = entry_points.encode()
+    record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in members.items()]
+    record_lines.append(f"{dist_info}/RECORD,,")
+    members[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in members.items():
+            info = zipfile.ZipInfo(path, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    data = buffer.getvalue()
+    return Wheel(
+        filename=wheel_filename(name, version, tag),
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
 @lru_cache(maxsize=1)
 def tiny_wheel() -> Wheel:
     """``tinypkg-0.1.0-py3-none-any.whl``: a package module and its dist-info.
@@ -110,31 +167,12 @@ def tiny_wheel() -> Wheel:
     no build isolation and no extra tool; the four files are all a wheel needs for pip
     to download it (and to install it, should a test want to).
     """
-    dist_info = f"{TINY_NAME}-{TINY_VERSION}.dist-info"
-    files = {
-        f"{TINY_NAME}/__init__.py": b'"""Served by the safe-pip test index."""\n\nVALUE = 42\n',
-        f"{dist_info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: {TINY_NAME}\nVersion: {TINY_VERSION}\n"
-            "Summary: A tiny wheel built by the safe-pip tests\n"
-        ).encode(),
-        f"{dist_info}/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: safe-pip-tests\nRoot-Is-Purelib: true\n"
-            b"Tag: py3-none-any\n"
-        ),
-    }
-    record_lines = [f"{name},{_record_hash(data)},{len(data)}" for name, data in files.items()]
-    record_lines.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-    data = buffer.getvalue()
-    filename = f"{TINY_NAME}-{TINY_VERSION}-py3-none-any.whl"
-    return Wheel(filename=filename, data=data, sha256=hashlib.sha256(data).hexdigest())
+    return make_wheel(
+        TINY_NAME,
+        TINY_VERSION,
+        {f"{TINY_NAME}/__init__.py": b'"""Served by the safe-pip test index."""\n\nVALUE = 42\n'},
+        summary="A tiny wheel built by the safe-pip tests",
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------
