@@ -13,6 +13,7 @@ import sys
 
 from safe_pip._records import field, mutable_record
 from safe_pip.errors import SafePipError
+from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
@@ -162,54 +163,12 @@ def _caller_home() -> str:
     return pure_path(pwd.getpwuid(os.getuid()).pw_dir)
 
 
-def _make_private_dir() -> str:
-    """``$TMPDIR/safe-run-XXXX`` with ``home/`` and ``tmp/``; cheaper than ``tempfile``."""
-    base = os.environ.get("TMPDIR") or "/tmp"
-    if not os.path.isdir(base):
-        base = "/tmp"
-    for _ in range(10):
-        path = os.path.join(base, "safe-run-" + os.urandom(6).hex())
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        os.mkdir(os.path.join(path, "home"), 0o700)
-        os.mkdir(os.path.join(path, "tmp"), 0o700)
-        return path
-    raise SafePipError(f"cannot create a private directory under {base}")
-
-
-def remove_tree(path: str) -> None:
-    """Delete the private HOME/TMPDIR, even where the sandbox made dirs unreadable.
-
-    Written out instead of ``shutil.rmtree`` because importing shutil (and with it
-    bz2 and lzma) is a measurable slice of safe-run's start-up.  Symlinks are
-    unlinked, never followed.
-    """
-    try:
-        entries = list(os.scandir(path))
-    except PermissionError:
-        os.chmod(path, 0o700)
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
-    os.rmdir(path)
-
-
 def run(opts: RunOptions) -> int:
     from safe_pip.policy.loader import CliOverrides, load_policy
     from safe_pip.sandbox import landlock
 
     cwd = os.getcwd()
-    private_dir = "/tmp/safe-run-XXXXXXXXXXXX" if opts.explain else _make_private_dir()
+    private_dir = "/tmp/safe-run-XXXXXXXXXXXX" if opts.explain else make_private_dir()
     try:
         overrides = CliOverrides(
             allow_read=tuple(opts.allow_read),

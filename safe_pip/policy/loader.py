@@ -106,8 +106,13 @@ def load_policy(
     overrides: CliOverrides,
     variables: Mapping[str, str],
     home: str | os.PathLike[str],
+    builtin_only: bool = False,
 ) -> Policy:
     """Build the effective policy for one run.
+
+    ``builtin_only`` (the install-time build sandbox): no pyproject is searched or
+    read and ``cwd`` is not granted -- only ``base``, ``overrides.profiles`` and the
+    override grants apply, so no file anywhere can widen the policy of a build.
 
     ``project`` is ``--project DIR`` (it must contain a pyproject.toml); without it the
     nearest pyproject above ``cwd`` is used, and without any the project directory is
@@ -120,12 +125,15 @@ def load_policy(
     directory is created before the sandbox exists, then denied to it and protected.
     """
     cwd_str = os.path.abspath(cwd)
-    if project is not None:
+    pyproject: str | None
+    if builtin_only:
+        project_dir, pyproject = cwd_str, None
+    elif project is not None:
         project_dir = os.path.normpath(os.path.join(cwd_str, project))
         candidate = os.path.join(project_dir, PYPROJECT)
         if not os.path.isfile(candidate):
             raise PolicyError(CLI_SOURCE, "--project", f"{project_dir} contains no {PYPROJECT}")
-        pyproject: str | None = candidate
+        pyproject = candidate
     else:
         pyproject = find_pyproject(cwd_str)
         project_dir = cwd_str if pyproject is None else os.path.dirname(pyproject)
@@ -164,7 +172,7 @@ def load_policy(
     for root in cache.roots:
         merger.deny.setdefault(root + "/policy")
     protected += cache.roots
-    if pyproject is not None or not _holds_everything(project_dir, home_str):
+    if not builtin_only and (pyproject is not None or not _holds_everything(project_dir, home_str)):
         merger.read.setdefault(project_dir)
 
     allow = tuple(merger.allow)

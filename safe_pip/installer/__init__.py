@@ -1,0 +1,1 @@
+"""``safe-pip install``: uv, with every step that runs package code inside a sandbox."""

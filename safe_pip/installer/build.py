@@ -1,0 +1,247 @@
+"""Build one sdist into a wheel inside its own sandbox (phase 2 of docs/install-design.md).
+
+A build runs the package's own code (``setup.py``, the build backend), so it gets the
+runtime sandbox with a policy made here, never read from any file: the system, the
+interpreter, the uv binary and the sdist to read; a private uv cache, a private
+staging directory and the private HOME/TMPDIR to write; the index hosts (through the
+proxy) as the only network.  Nothing it writes persists except the one wheel that
+passes the checks below, and the whole scratch directory is deleted afterwards.
+
+Checks on the output, because the build controls it:
+
+* exactly one ``*.whl`` in the staging directory, and a regular file (a symlink
+  planted by the build could point at a secret the sandbox cannot read but we can);
+* its project name and version are the sdist's: a malicious build must not be able
+  to hand back a wheel for *another* project and shadow it in a later install.
+
+Runs as its own process (``python -m safe_pip.installer.build``): the supervisor
+becomes a child subreaper, zeroes its environment block and handles signals, none
+of which belongs in a caller's process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+
+from safe_pip._records import record, replace
+from safe_pip.errors import SafePipError
+from safe_pip.installer.indexes import allowed_hosts
+from safe_pip.installer.uv_binary import find_uv
+from safe_pip.launcher.scratch import make_private_dir, remove_tree
+from safe_pip.policy.model import EnvPolicy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from safe_pip.launcher.network import NetworkSetup
+    from safe_pip.launcher.plan import SandboxPlan
+
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+@record
+class BuildResult:
+    """The checked wheel (moved into the output directory), or why there is none."""
+
+    wheel: str | None
+    problem: str | None
+    exit_code: int
+
+
+def sdist_identity(sdist: str) -> tuple[str, str]:
+    """``(canonical project name, version)`` from an sdist file name (PEP 625 style)."""
+    from packaging.utils import canonicalize_name
+
+    base = os.path.basename(sdist)
+    for suffix in _SDIST_SUFFIXES:
+        if base.endswith(suffix):
+            stem = base[: -len(suffix)]
+            name, dash, version = stem.rpartition("-")
+            if dash and name and version:
+                return str(canonicalize_name(name)), version
+    raise SafePipError(f"{base}: not an sdist file name (expected NAME-VERSION.tar.gz)")
+
+
+def check_wheel(staging: str, expected: tuple[str, str]) -> tuple[str | None, str | None]:
+    """(path of the one acceptable wheel in ``staging``, problem) -- one is None."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_version, parse_wheel_filename
+
+    entries = sorted(os.listdir(staging))
+    wheels = [name for name in entries if name.endswith(".whl")]
+    if len(wheels) != 1:
+        listed = ", ".join(entries) or "nothing"
+        return None, f"the build must produce exactly one wheel, it produced: {listed}"
+    path = os.path.join(staging, wheels[0])
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return None, f"{wheels[0]} is not a regular file"
+    try:
+        name, version, _build, _tags = parse_wheel_filename(wheels[0])
+    except InvalidWheelFilename as exc:
+        return None, f"{wheels[0]} is not a valid wheel file name ({exc})"
+    want_name, want_version = expected
+    if str(name) != want_name or canonicalize_version(version) != canonicalize_version(
+        want_version
+    ):
+        return None, (
+            f"the build of {want_name} {want_version} produced a wheel for {name} {version}; "
+            "refusing it (a build may only produce its own project)"
+        )
+    return path, None
+
+
+def _move_regular_file(source: str, directory: str) -> str:
+    """Copy without following links, then delete the source (may cross file systems)."""
+    target = os.path.join(directory, os.path.basename(source))
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            while chunk := os.read(src, 1 << 20):
+                os.write(dst, chunk)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    os.unlink(source)
+    return target
+
+
+def _run_quietly(plan: SandboxPlan, network: NetworkSetup | None) -> int:
+    """Run the build with stdin on /dev/null and its stdout on our stderr: build logs
+    are diagnostics, and our own stdout carries the result (``--json``)."""
+    from safe_pip.launcher.supervisor import run_sandboxed
+
+    saved_in, saved_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+        return run_sandboxed(plan, network)
+    finally:
+        os.dup2(saved_in, 0)
+        os.dup2(saved_out, 1)
+        for fd in (saved_in, saved_out, null):
+            os.close(fd)
+
+
+def build_in_sandbox(
+    sdist: str,
+    out_dir: str,
+    *,
+    python: str,
+    index_urls: list[str],
+    extra_hosts: tuple[str, ...] = (),
+    allow_degraded: bool = False,
+) -> BuildResult:
+    """Build ``sdist`` with ``uv build --wheel`` in a fresh sandbox; check the result."""
+    from safe_pip.launcher.network import prepare_network, print_network_report
+    from safe_pip.launcher.plan import build_plan
+    from safe_pip.policy.loader import CliOverrides, load_policy
+
+    sdist = os.path.abspath(sdist)
+    out_dir = os.path.abspath(out_dir)
+    expected = sdist_identity(sdist)
+    python = os.path.abspath(python)
+    uv = find_uv()
+    os.makedirs(out_dir, exist_ok=True)
+    private_dir = make_private_dir()
+    try:
+        cache = os.path.join(private_dir, "uv-cache")
+        staging = os.path.join(private_dir, "out")
+        os.mkdir(cache, 0o700)
+        os.mkdir(staging, 0o700)
+        overrides = CliOverrides(
+            allow_read=(sdist, uv),
+            allow_write=(cache, staging),
+            allow_host=(*allowed_hosts(index_urls), *extra_hosts),
+        )
+        variables = {**os.environ, "TMPDIR": os.path.join(private_dir, "tmp")}
+        policy = load_policy(
+            cwd=private_dir,
+            project=None,
+            overrides=overrides,
+            variables=variables,
+            home=os.path.expanduser("~"),
+            builtin_only=True,
+        )
+        uv_settings = (
+            ("UV_CACHE_DIR", cache),
+            ("UV_NO_CONFIG", "1"),  # no uv.toml of the user's: the command line is all
+            ("UV_PYTHON_DOWNLOADS", "never"),
+            ("UV_NO_PROGRESS", "1"),
+        )
+        policy = replace(
+            policy,
+            env=EnvPolicy(
+                pass_names=policy.env.pass_names,
+                set_values=(*policy.env.set_values, *uv_settings),
+            ),
+        )
+        argv = [uv, "build", "--wheel", sdist, "--out-dir", staging, "--python", python]
+        argv += ["--default-index", index_urls[0]]
+        for url in index_urls[1:]:
+            argv += ["--index", url]
+        network = prepare_network(policy.network)
+        plan = build_plan(
+            policy,
+            "command",
+            argv,
+            python=python,
+            venv=None,
+            private_dir=private_dir,
+            caller_env=os.environ,
+            cwd=private_dir,
+            allow_degraded=allow_degraded,
+            proxy_port=network.port if network is not None else None,
+        )
+        code = _run_quietly(plan, network)
+        if network is not None:
+            print_network_report(network, verbose=False)
+        if code != 0:
+            return BuildResult(None, f"the build of {os.path.basename(sdist)} failed", code)
+        wheel, problem = check_wheel(staging, expected)
+        if wheel is None:
+            return BuildResult(None, problem, 1)
+        return BuildResult(_move_regular_file(wheel, out_dir), None, 0)
+    finally:
+        remove_tree(private_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m safe_pip.installer.build",
+        description="Build one sdist into a wheel inside the build sandbox.",
+    )
+    parser.add_argument("sdist")
+    parser.add_argument("out_dir")
+    parser.add_argument("--index-url", action="append", required=True, dest="index_urls")
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--allow-host", action="append", default=[], dest="allow_hosts")
+    parser.add_argument("--allow-degraded", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        result = build_in_sandbox(
+            args.sdist,
+            args.out_dir,
+            python=args.python,
+            index_urls=args.index_urls,
+            extra_hosts=tuple(args.allow_hosts),
+            allow_degraded=args.allow_degraded,
+        )
+    except SafePipError as exc:
+        result = BuildResult(None, exc.message, exc.exit_code)
+    if args.json:
+        print(json.dumps({"wheel": result.wheel, "problem": result.problem}))
+    elif result.problem is not None:
+        print(f"safe-pip: {result.problem}", file=sys.stderr)
+    else:
+        print(result.wheel)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

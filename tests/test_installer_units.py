@@ -1,0 +1,80 @@
+"""The pure parts of the installer: index hosts, sdist identity, the wheel check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from safe_pip.errors import SafePipError
+from safe_pip.installer.build import check_wheel, sdist_identity
+from safe_pip.installer.indexes import allowed_hosts, host_pattern
+
+
+@pytest.mark.parametrize(
+    ("url", "pattern"),
+    [
+        ("https://pypi.org/simple", "pypi.org:443"),
+        ("http://127.0.0.1:8080/simple/", "127.0.0.1:8080"),
+        ("https://user:secret@pkgs.example.com/simple/", "pkgs.example.com:443"),
+        ("http://[::1]:3141/root/pypi/", "[::1]:3141"),
+        ("http://index.example:80/", "index.example:80"),
+    ],
+)
+def test_host_pattern(url: str, pattern: str) -> None:
+    assert host_pattern(url) == pattern
+
+
+@pytest.mark.parametrize("url", ["file:///srv/wheels", "ftp://x/", "https://", "http://h:99999/"])
+def test_unusable_index_urls_are_errors(url: str) -> None:
+    with pytest.raises(SafePipError):
+        host_pattern(url)
+
+
+def test_pypi_brings_its_file_host() -> None:
+    assert allowed_hosts(["https://pypi.org/simple", "http://127.0.0.1:1/s/"]) == [
+        "pypi.org:443",
+        "files.pythonhosted.org:443",
+        "127.0.0.1:1",
+    ]
+
+
+def test_sdist_identity() -> None:
+    assert sdist_identity("/x/Foo_Bar-1.0.tar.gz") == ("foo-bar", "1.0")
+    assert sdist_identity("zope.interface-6.0.zip") == ("zope-interface", "6.0")
+    with pytest.raises(SafePipError):
+        sdist_identity("/x/notes.txt")
+
+
+def test_the_one_own_wheel_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "foo_bar-1.0-py3-none-any.whl").write_bytes(b"PK")
+    wheel, problem = check_wheel(str(tmp_path), ("foo-bar", "1.0"))
+    assert problem is None and wheel == str(tmp_path / "foo_bar-1.0-py3-none-any.whl")
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ([], "exactly one wheel"),
+        (["foo_bar-1.0-py3-none-any.whl", "extra-1.0-py3-none-any.whl"], "exactly one wheel"),
+        (["requests-9.9-py3-none-any.whl"], "for requests 9.9"),
+        (["foo_bar-2.0-py3-none-any.whl"], "for foo-bar 2.0"),
+        (["foo_bar.whl"], "not a valid wheel file name"),
+    ],
+)
+def test_other_outputs_are_refused(tmp_path: Path, files: list[str], fragment: str) -> None:
+    for name in files:
+        (tmp_path / name).write_bytes(b"PK")
+    wheel, problem = check_wheel(str(tmp_path), ("foo-bar", "1.0"))
+    assert wheel is None and problem is not None and fragment in problem
+
+
+def test_a_planted_symlink_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("key")
+    staging = tmp_path / "out"
+    staging.mkdir()
+    os.symlink(secret, staging / "foo_bar-1.0-py3-none-any.whl")
+    wheel, problem = check_wheel(str(staging), ("foo-bar", "1.0"))
+    assert wheel is None and problem is not None and "not a regular file" in problem
