@@ -27,17 +27,14 @@ import os
 import stat
 import sys
 
-from safe_pip._records import record, replace
+from safe_pip._records import record
 from safe_pip.errors import SafePipError
-from safe_pip.installer.indexes import allowed_hosts
-from safe_pip.installer.uv_binary import find_uv
+from safe_pip.installer.sandboxed_uv import index_arguments, run_uv_sandboxed
 from safe_pip.launcher.scratch import make_private_dir, remove_tree
-from safe_pip.policy.model import EnvPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from safe_pip.launcher.network import NetworkSetup
-    from safe_pip.launcher.plan import SandboxPlan
+    from collections.abc import Sequence
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
 
@@ -109,97 +106,44 @@ def _move_regular_file(source: str, directory: str) -> str:
     return target
 
 
-def _run_quietly(plan: SandboxPlan, network: NetworkSetup | None) -> int:
-    """Run the build with stdin on /dev/null and its stdout on our stderr: build logs
-    are diagnostics, and our own stdout carries the result (``--json``)."""
-    from safe_pip.launcher.supervisor import run_sandboxed
-
-    saved_in, saved_out = os.dup(0), os.dup(1)
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.dup2(null, 0)
-        os.dup2(2, 1)
-        return run_sandboxed(plan, network)
-    finally:
-        os.dup2(saved_in, 0)
-        os.dup2(saved_out, 1)
-        for fd in (saved_in, saved_out, null):
-            os.close(fd)
-
-
 def build_in_sandbox(
     sdist: str,
     out_dir: str,
     *,
     python: str,
-    index_urls: list[str],
-    extra_hosts: tuple[str, ...] = (),
+    index_urls: Sequence[str],
+    extra_hosts: Sequence[str] = (),
     allow_degraded: bool = False,
 ) -> BuildResult:
     """Build ``sdist`` with ``uv build --wheel`` in a fresh sandbox; check the result."""
-    from safe_pip.launcher.network import prepare_network, print_network_report
-    from safe_pip.launcher.plan import build_plan
-    from safe_pip.policy.loader import CliOverrides, load_policy
-
     sdist = os.path.abspath(sdist)
     out_dir = os.path.abspath(out_dir)
     expected = sdist_identity(sdist)
     python = os.path.abspath(python)
-    uv = find_uv()
     os.makedirs(out_dir, exist_ok=True)
     private_dir = make_private_dir()
     try:
-        cache = os.path.join(private_dir, "uv-cache")
         staging = os.path.join(private_dir, "out")
-        os.mkdir(cache, 0o700)
         os.mkdir(staging, 0o700)
-        overrides = CliOverrides(
-            allow_read=(sdist, uv),
-            allow_write=(cache, staging),
-            allow_host=(*allowed_hosts(index_urls), *extra_hosts),
-        )
-        variables = {**os.environ, "TMPDIR": os.path.join(private_dir, "tmp")}
-        policy = load_policy(
-            cwd=private_dir,
-            project=None,
-            overrides=overrides,
-            variables=variables,
-            home=os.path.expanduser("~"),
-            builtin_only=True,
-        )
-        uv_settings = (
-            ("UV_CACHE_DIR", cache),
-            ("UV_NO_CONFIG", "1"),  # no uv.toml of the user's: the command line is all
-            ("UV_PYTHON_DOWNLOADS", "never"),
-            ("UV_NO_PROGRESS", "1"),
-        )
-        policy = replace(
-            policy,
-            env=EnvPolicy(
-                pass_names=policy.env.pass_names,
-                set_values=(*policy.env.set_values, *uv_settings),
-            ),
-        )
-        argv = [uv, "build", "--wheel", sdist, "--out-dir", staging, "--python", python]
-        argv += ["--default-index", index_urls[0]]
-        for url in index_urls[1:]:
-            argv += ["--index", url]
-        network = prepare_network(policy.network)
-        plan = build_plan(
-            policy,
-            "command",
-            argv,
+        code = run_uv_sandboxed(
+            [
+                "build",
+                "--wheel",
+                sdist,
+                "--out-dir",
+                staging,
+                "--python",
+                python,
+                *index_arguments(index_urls),
+            ],
             python=python,
-            venv=None,
             private_dir=private_dir,
-            caller_env=os.environ,
-            cwd=private_dir,
+            reads=(sdist,),
+            writes=(staging,),
+            index_urls=index_urls,
+            extra_hosts=extra_hosts,
             allow_degraded=allow_degraded,
-            proxy_port=network.port if network is not None else None,
         )
-        code = _run_quietly(plan, network)
-        if network is not None:
-            print_network_report(network, verbose=False)
         if code != 0:
             return BuildResult(None, f"the build of {os.path.basename(sdist)} failed", code)
         wheel, problem = check_wheel(staging, expected)

@@ -1,0 +1,128 @@
+"""Run one uv command inside the build sandbox, with a policy made from code only.
+
+Every install phase that runs uv goes through here, so they share one definition of
+"the build sandbox": the base profile (system paths, the secrets deny list) plus the
+interpreter, the uv binary and the paths the phase names; a private uv cache and the
+private HOME/TMPDIR; the index hosts through the proxy and nothing else; an
+environment with nothing of the caller's but locale and terminal settings.  No
+pyproject or uv.toml is consulted (``UV_NO_CONFIG``): a file in the working tree must
+not be able to widen what a build may do.
+"""
+
+from __future__ import annotations
+
+import os
+
+from safe_pip._records import replace
+from safe_pip.installer.indexes import allowed_hosts
+from safe_pip.installer.uv_binary import find_uv
+from safe_pip.policy.model import EnvPolicy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from safe_pip.launcher.network import NetworkSetup
+    from safe_pip.launcher.plan import SandboxPlan
+
+
+TRUST_STORE_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def index_arguments(index_urls: Sequence[str]) -> list[str]:
+    """uv's flags for the default index and the extra ones, in order."""
+    argv = ["--default-index", index_urls[0]]
+    for url in index_urls[1:]:
+        argv += ["--index", url]
+    return argv
+
+
+def run_uv_sandboxed(
+    uv_args: Sequence[str],
+    *,
+    python: str,
+    private_dir: str,
+    reads: Sequence[str] = (),
+    writes: Sequence[str] = (),
+    index_urls: Sequence[str],
+    extra_hosts: Sequence[str] = (),
+    allow_degraded: bool = False,
+) -> int:
+    """Run ``uv UV_ARGS`` sandboxed; returns its exit code (safe-run's conventions).
+
+    ``private_dir`` (from :func:`~safe_pip.launcher.scratch.make_private_dir`) holds
+    the sandbox's HOME, TMPDIR and a ``uv-cache`` created here; the caller removes it.
+    """
+    from safe_pip.launcher.network import prepare_network, print_network_report
+    from safe_pip.launcher.plan import build_plan
+    from safe_pip.policy.loader import CliOverrides, load_policy
+
+    uv = find_uv()
+    # Where the caller's TLS trust store is (a company or gateway CA may be there and
+    # not in uv's built-in roots): paths, not secrets; readable, and passed on.
+    trust = [name for name in TRUST_STORE_VARIABLES if os.environ.get(name)]
+    reads = (*reads, *(os.environ[name] for name in trust))
+    cache = os.path.join(private_dir, "uv-cache")
+    os.makedirs(cache, mode=0o700, exist_ok=True)
+    overrides = CliOverrides(
+        allow_read=(uv, *reads),
+        allow_write=(cache, *writes),
+        allow_host=(*allowed_hosts(list(index_urls)), *extra_hosts),
+    )
+    variables = {**os.environ, "TMPDIR": os.path.join(private_dir, "tmp")}
+    policy = load_policy(
+        cwd=private_dir,
+        project=None,
+        overrides=overrides,
+        variables=variables,
+        home=os.path.expanduser("~"),
+        builtin_only=True,
+    )
+    uv_settings = (
+        ("UV_CACHE_DIR", cache),
+        ("UV_NO_CONFIG", "1"),
+        ("UV_PYTHON_DOWNLOADS", "never"),
+        ("UV_NO_PROGRESS", "1"),
+    )
+    policy = replace(
+        policy,
+        env=EnvPolicy(
+            pass_names=(*policy.env.pass_names, *trust),
+            set_values=(*policy.env.set_values, *uv_settings),
+        ),
+    )
+    network = prepare_network(policy.network)
+    plan = build_plan(
+        policy,
+        "command",
+        [uv, *uv_args],
+        python=python,
+        venv=None,
+        private_dir=private_dir,
+        caller_env=os.environ,
+        cwd=private_dir,
+        allow_degraded=allow_degraded,
+        proxy_port=network.port if network is not None else None,
+    )
+    code = _run_quietly(plan, network)
+    if network is not None:
+        print_network_report(network, verbose=False)
+    return code
+
+
+def _run_quietly(plan: SandboxPlan, network: NetworkSetup | None) -> int:
+    """Run with stdin on /dev/null and stdout on our stderr: uv's and the build's
+    output are diagnostics, and the caller's stdout carries results (``--json``)."""
+    from safe_pip.launcher.supervisor import run_sandboxed
+
+    saved_in, saved_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+        return run_sandboxed(plan, network)
+    finally:
+        os.dup2(saved_in, 0)
+        os.dup2(saved_out, 1)
+        for fd in (saved_in, saved_out, null):
+            os.close(fd)

@@ -1,0 +1,167 @@
+"""``safe-pip install`` end to end: a real local index, real uv, real sandboxes.
+
+The attack halves that must work *without* the sandbox live in test_pkg_index.py
+(plain ``uv pip install`` of the same malicious sdists); here the same attacks go
+through ``safe-pip install`` and must fail while the install itself succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from net_servers import TcpSink, wait_until
+from pkg_index import (
+    ATTACK_READ_HOME,
+    ATTACK_VENV_ACTIVATE,
+    BENIGN_SDIST,
+    BENIGN_SDIST_SCRIPT,
+    BENIGN_WHEEL,
+    BENIGN_WHEEL_SCRIPT,
+    LocalIndex,
+    build_fixture_packages,
+    malicious_sdist,
+    render_attack,
+    require_backend_wheels,
+    seed_build_backends,
+)
+from sandbox_harness import World, make_world
+
+SAFE_PIP = Path(sys.executable).parent / "safe-pip"
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(not SAFE_PIP.exists(), reason="safe-pip is not installed next to python"),
+]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
+    directory = tmp_path_factory.mktemp("index")
+    directory.chmod(0o755)
+    build_fixture_packages(directory)
+    seed_build_backends(directory, require_backend_wheels())
+    with LocalIndex(directory) as served:
+        yield served
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def safe_pip(
+    world: World, mode: str, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    env = world.env(mode)
+    env.pop("VIRTUAL_ENV", None)
+    # The machine's trust store, as a user here has it (a gateway CA may be in it).
+    cert = os.environ.get("SSL_CERT_FILE") or (
+        SYSTEM_BUNDLE if os.path.isfile(SYSTEM_BUNDLE) else ""
+    )
+    if cert:
+        env["SSL_CERT_FILE"] = cert
+    return subprocess.run(
+        [str(SAFE_PIP), "install", "--json", "--python", sys.executable, *args],
+        cwd=world.project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def outcome(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stdout + result.stderr
+    parsed = json.loads(lines[-1])
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def test_wheel_and_sdist_install_and_run(world: World, mode: str, index: LocalIndex) -> None:
+    venv = world.root / "venv"
+    result = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_WHEEL, BENIGN_SDIST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = outcome(result)
+    assert report["created_venv"] is True
+    assert report["built"] == [f"{BENIGN_SDIST}==0.1.0"]
+    for script in (BENIGN_WHEEL_SCRIPT, BENIGN_SDIST_SCRIPT):
+        ran = subprocess.run([str(venv / "bin" / script)], capture_output=True, text=True)
+        assert ran.returncode == 0 and "hello from" in ran.stdout, ran.stderr
+
+
+def test_requirement_files_and_the_default_venv(world: World, index: LocalIndex) -> None:
+    requirements = world.project / "requirements.txt"
+    requirements.write_text(f"{BENIGN_WHEEL}\n")
+    result = safe_pip(world, "namespace", "-i", index.url, "-r", str(requirements))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (world.project / ".venv" / "bin" / BENIGN_WHEEL_SCRIPT).exists()
+
+
+def test_no_build_refuses_sdists_and_names_them(world: World, mode: str, index: LocalIndex) -> None:
+    venv = world.root / "venv"
+    result = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, "--no-build", BENIGN_SDIST)
+    assert result.returncode != 0
+    assert BENIGN_SDIST in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not venv.exists(), "a venv this command created must be removed after a failure"
+
+
+def test_a_build_cannot_read_home_secrets_or_rewrite_the_venv(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """One malicious sdist tries both; plainly both work (test_pkg_index.py), here the
+    install succeeds and neither does."""
+    venv = world.root / "venv"
+    first = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_WHEEL)
+    assert first.returncode == 0, first.stderr
+    activate = venv / "bin" / "activate"
+    before = activate.read_bytes()
+    marker = "owned-" + secrets.token_hex(4)
+    with TcpSink() as sink:
+        code = render_attack(
+            ATTACK_READ_HOME, port=sink.port, home=str(world.home), home_file=".ssh/id_rsa"
+        ) + render_attack(ATTACK_VENV_ACTIVATE, venv=str(venv), marker=marker)
+        name = f"evil-{secrets.token_hex(3)}"
+        malicious_sdist(index.directory, name, code)
+        result = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, name)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{name}==0.1.0" in outcome(result)["installed"]  # type: ignore[operator]
+        assert not wait_until(sink.seen, 0.5), "the HOME secret left the build"
+    assert activate.read_bytes() == before
+    assert world.secret not in result.stdout + result.stderr
+
+
+def test_credentials_in_index_urls_are_refused(world: World) -> None:
+    result = safe_pip(world, "namespace", "-i", "https://user:pw@example.com/simple", "x")
+    assert result.returncode == 125
+    assert "credentials" in result.stderr and "pw" not in result.stderr
+
+
+def test_real_pypi_smoke(world: World) -> None:
+    """One small pure-Python package from the real index (reachable on CI machines)."""
+    try:
+        address = socket.getaddrinfo("pypi.org", 443, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("pypi.org does not resolve here")
+    venv = world.root / "venv"
+    # Behind some gateways pypi.org resolves to a non-public address, which the proxy
+    # refuses unless that address is allowed explicitly (docs/network.md).
+    allow = ("--allow-host", f"[{address}]:443" if ":" in address else f"{address}:443")
+    result = safe_pip(world, "namespace", "--venv", str(venv), *allow, "six")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", "import six"], check=False)
+    assert ran.returncode == 0
