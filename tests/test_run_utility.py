@@ -186,17 +186,20 @@ def test_entry_point_target(tmp_path: Path, mode: str) -> None:
     assert out.returncode == 127 and "safe-run -- not-a-tool" in out.stderr
 
 
+# The handler writes with os.write: the signal may arrive while print("ready") is
+# still inside the buffered writer's flush (the test reads the line before the write
+# call returns), and a second print() there raises "reentrant call".
 SIGNAL_SCRIPT = """
-import signal, sys, time
+import os, signal, sys, time
 def bye(signum, frame):
-    print("got", signum, flush=True)
+    os.write(1, f"got {signum}\\n".encode())
     sys.exit(7)
 signal.signal(signal.SIGTERM, bye)
-print("ready", flush=True)
 try:
+    print("ready", flush=True)
     time.sleep(30)
 except KeyboardInterrupt:
-    print("interrupted", flush=True)
+    os.write(1, b"interrupted\\n")
     raise SystemExit(9)
 """
 
