@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,33 @@ def test_sdist_identity() -> None:
         sdist_identity("/x/notes.txt")
 
 
+def write_wheel(path: Path, name: str = "foo-bar", version: str = "1.0") -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(
+            "foo_bar-1.0.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        )
+
+
 def test_the_one_own_wheel_is_accepted(tmp_path: Path) -> None:
-    (tmp_path / "foo_bar-1.0-py3-none-any.whl").write_bytes(b"PK")
+    write_wheel(tmp_path / "foo_bar-1.0-py3-none-any.whl", name="Foo_Bar", version="1.0.0")
     wheel, problem = check_wheel(str(tmp_path), ("foo-bar", "1.0"))
     assert problem is None and wheel == str(tmp_path / "foo_bar-1.0-py3-none-any.whl")
+
+
+@pytest.mark.parametrize(("name", "version"), [("requests", "1.0"), ("foo-bar", "2.0")])
+def test_metadata_naming_another_project_is_refused(
+    tmp_path: Path, name: str, version: str
+) -> None:
+    write_wheel(tmp_path / "foo_bar-1.0-py3-none-any.whl", name=name, version=version)
+    wheel, problem = check_wheel(str(tmp_path), ("foo-bar", "1.0"))
+    assert wheel is None and problem is not None and "declares itself" in problem
+
+
+def test_a_wheel_without_metadata_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "foo_bar-1.0-py3-none-any.whl").write_bytes(b"PK")
+    wheel, problem = check_wheel(str(tmp_path), ("foo-bar", "1.0"))
+    assert wheel is None and problem is not None and "METADATA" in problem
 
 
 @pytest.mark.parametrize(

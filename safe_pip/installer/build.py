@@ -86,7 +86,42 @@ def check_wheel(staging: str, expected: tuple[str, str]) -> tuple[str | None, st
             f"the build of {want_name} {want_version} produced a wheel for {name} {version}; "
             "refusing it (a build may only produce its own project)"
         )
+    declared = _declared_identity(path)
+    if declared is None:
+        return None, f"{wheels[0]} has no readable .dist-info/METADATA"
+    if declared != (want_name, canonicalize_version(want_version)):
+        return None, (
+            f"{wheels[0]} declares itself {declared[0]} {declared[1]} in its metadata; "
+            "refusing it (a build may only produce its own project)"
+        )
     return path, None
+
+
+def _declared_identity(wheel: str) -> tuple[str, str] | None:
+    """(canonical name, canonical version) from the wheel's own METADATA, if readable.
+
+    The file name is what the build chose; the metadata is what an installer will
+    believe.  Both must name the project that was built.
+    """
+    import zipfile
+    from email.parser import HeaderParser
+
+    from packaging.utils import canonicalize_name, canonicalize_version
+
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [n for n in archive.namelist() if n.count("/") == 1]
+            metadata = [n for n in names if n.endswith(".dist-info/METADATA")]
+            if len(metadata) != 1:
+                return None
+            info = archive.read(metadata[0]).decode("utf-8", "replace")
+    except (OSError, zipfile.BadZipFile):
+        return None
+    headers = HeaderParser().parsestr(info)
+    name, version = headers.get("Name"), headers.get("Version")
+    if not name or not version:
+        return None
+    return str(canonicalize_name(name)), canonicalize_version(version)
 
 
 def _move_regular_file(source: str, directory: str) -> str:
