@@ -102,3 +102,14 @@ def test_a_planted_symlink_is_refused(tmp_path: Path) -> None:
     os.symlink(secret, staging / "foo_bar-1.0-py3-none-any.whl")
     wheel, problem = check_wheel(str(staging), ("foo-bar", "1.0"))
     assert wheel is None and problem is not None and "not a regular file" in problem
+
+
+def test_sdists_outside_the_indexes_are_not_fetched(tmp_path: Path) -> None:
+    """The lock comes out of a sandbox where build code ran: its URLs are suspect."""
+    from safe_pip.installer.install import LockedPackage, fetch_sdist
+
+    for url in ("http://169.254.169.254/latest/x-1.0.tar.gz", "file:///etc/x-1.0.tar.gz"):
+        package = LockedPackage("x", "1.0", (), url, "0" * 64)
+        with pytest.raises(SafePipError, match="outside the indexes"):
+            fetch_sdist(package, str(tmp_path), ["http://127.0.0.1:1/simple/"])
+    assert list(tmp_path.iterdir()) == []

@@ -29,9 +29,14 @@ import sys
 from safe_pip._records import field, mutable_record, record
 from safe_pip.errors import SafePipError
 from safe_pip.installer.build import build_in_sandbox
+from safe_pip.installer.indexes import allowed_hosts, host_pattern
 from safe_pip.installer.sandboxed_uv import index_arguments, run_uv_sandboxed
 from safe_pip.installer.uv_binary import find_uv
 from safe_pip.launcher.scratch import make_private_dir, remove_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
@@ -153,12 +158,26 @@ def needs_build(package: LockedPackage, tags: frozenset[str]) -> bool:
     return not any(wheel & tags for wheel in package.wheel_tags)
 
 
-def fetch_sdist(package: LockedPackage, directory: str) -> str:
-    """Download a locked sdist and check its sha256 against the lock."""
+def fetch_sdist(package: LockedPackage, directory: str, index_urls: Sequence[str]) -> str:
+    """Download a locked sdist and check its sha256 against the lock.
+
+    The lock was written inside the resolution sandbox, where build code ran too, so
+    it is not trusted further than this: the sdist must come from one of the indexes'
+    hosts over http(s) -- this process fetches it unsandboxed, and must not be talked
+    into fetching, say, the cloud metadata service for a build to read.
+    """
     import urllib.request
 
     if package.sdist_url is None or package.sdist_sha256 is None:
         raise SafePipError(f"{package.name} {package.version} has neither a usable wheel nor sdist")
+    try:
+        source = host_pattern(package.sdist_url)
+    except SafePipError:
+        source = None
+    if source is None or source not in allowed_hosts(list(index_urls)):
+        raise SafePipError(
+            f"the resolution names an sdist of {package.name} outside the indexes; refusing it"
+        )
     path = os.path.join(directory, package.sdist_url.rsplit("/", 1)[-1].split("#")[0])
     digest = hashlib.sha256()
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -211,7 +230,7 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
         wheels = os.path.join(work, "wheels")
         os.mkdir(wheels)
         for package in to_build:
-            sdist = fetch_sdist(package, work)
+            sdist = fetch_sdist(package, work, request.index_urls)
             result = build_in_sandbox(
                 sdist,
                 wheels,
@@ -258,9 +277,13 @@ def _resolve(request: InstallRequest, work: str, common: dict[str, object]) -> s
             writes=(out,),
             **common,  # type: ignore[arg-type]
         )
-        if code != 0 or not os.path.isfile(lock):
+        if code != 0:
             return None
-        with open(lock, encoding="utf-8") as handle:
+        try:  # never follow a link the sandbox may have planted in its output
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with open(fd, encoding="utf-8") as handle:
             return handle.read()
     finally:
         remove_tree(box)
