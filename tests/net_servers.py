@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 #: The repeated block behind ``/bytes/N``.  One random MiB repeated is as cheap to
@@ -230,16 +231,14 @@ class RecordedRequest:
     body: bytes
 
 
-class _OriginServer(ThreadingHTTPServer):
+class QuietHttpServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that can bind IPv6 and never does a DNS lookup to start."""
 
     daemon_threads = True
-    origin: HttpOrigin
 
-    def __init__(self, host: str, origin: HttpOrigin) -> None:
+    def __init__(self, host: str, handler: type[BaseHTTPRequestHandler]) -> None:
         self.address_family = _family(host)
-        self.origin = origin
-        super().__init__((host, 0), _OriginHandler)
+        super().__init__((host, 0), handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name with getfqdn(), which may wait
@@ -247,6 +246,90 @@ class _OriginServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name = "localhost"
         self.server_port = self.server_address[1]
+
+
+_Service = TypeVar("_Service", bound="RecordingHttpService")
+
+
+class RecordingHttpService:
+    """A :class:`QuietHttpServer` in a daemon thread, and the requests it recorded.
+
+    The shared part of :class:`HttpOrigin` and the package index of pkg_index.py:
+    start and stop, the port, and a thread-safe request log.  Subclasses build their
+    server in :meth:`_make_server`.  Use as a context manager.
+    """
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._server: QuietHttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _make_server(self) -> QuietHttpServer:
+        raise NotImplementedError
+
+    def __enter__(self: _Service) -> _Service:
+        self._server = self._make_server()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{type(self).__name__}:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not running (use it as a context manager)"
+            )
+        return int(self._server.server_address[1])
+
+    @property
+    def authority(self) -> str:
+        """``host:port``, the form an allow rule and a URL use."""
+        return _authority(self.host, self.port)
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def paths(self) -> list[str]:
+        return [request.path for request in self.requests]
+
+    def reset(self) -> None:
+        """Forget what arrived, so the next run's evidence starts from nothing."""
+        with self._lock:
+            self._requests.clear()
+
+
+class _OriginServer(QuietHttpServer):
+    origin: HttpOrigin
+
+    def __init__(self, host: str, origin: HttpOrigin) -> None:
+        self.origin = origin
+        super().__init__(host, _OriginHandler)
 
 
 class _OriginHandler(BaseHTTPRequestHandler):
@@ -324,7 +407,7 @@ class _OriginHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client went away mid-body
 
 
-class HttpOrigin:
+class HttpOrigin(RecordingHttpService):
     """A threaded HTTP/1.1 origin on loopback that records every request.
 
     Use as a context manager; ``port`` and the URLs are valid inside the ``with``.
@@ -333,47 +416,12 @@ class HttpOrigin:
     HELLO = b"hello from the origin\n"
 
     def __init__(self, host: str = HOST_V4) -> None:
-        self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
+        super().__init__(host)
         self._in_flight = 0
         self._max_in_flight = 0
-        self._server: _OriginServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> HttpOrigin:
-        self._server = _OriginServer(self.host, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"HttpOrigin:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("HttpOrigin is not running (use it as a context manager)")
-        return int(self._server.server_address[1])
-
-    @property
-    def authority(self) -> str:
-        """``host:port``, the form an allow rule and a URL use."""
-        return _authority(self.host, self.port)
+    def _make_server(self) -> QuietHttpServer:
+        return _OriginServer(self.host, self)
 
     def url(self, path: str = "/") -> str:
         return f"http://{self.authority}{path}"
@@ -385,27 +433,13 @@ class HttpOrigin:
 
     # -- what arrived ---------------------------------------------------------------
 
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request so far, oldest first (a copy)."""
-        with self._lock:
-            return list(self._requests)
-
-    def paths(self) -> list[str]:
-        return [request.path for request in self.requests]
-
     def saw(self, path_prefix: str) -> bool:
         """Whether any request's path starts with ``path_prefix``."""
         return any(path.startswith(path_prefix) for path in self.paths())
 
     def reset(self) -> None:
-        """Forget what arrived, so the next run's evidence starts from nothing."""
+        super().reset()
         with self._lock:
-            self._requests.clear()
             self._max_in_flight = 0
 
     @property
@@ -476,37 +510,46 @@ class SinkConnection:
     data: bytes = b""
 
 
-class TcpSink:
-    """Accepts TCP connections on ``host:port`` and keeps what each one sent.
+_Sink = TypeVar("_Sink", bound="_SocketSink")
 
-    A connection at all is evidence (an exfiltration channel opened), and the bytes
-    show what was sent.  The sink never answers; it closes a connection after
-    ``idle_timeout`` seconds of silence so that a client waiting for a reply (a TLS
-    handshake, say) gets an end-of-file instead of hanging.
+
+class _SocketSink:
+    """A socket bound on ``host:port`` and a daemon thread serving it until exit.
+
+    The shared part of :class:`TcpSink` and :class:`UdpSink`; subclasses say what
+    kind of socket (``kind``), how to get it ready (:meth:`_ready`) and what the
+    thread does (:meth:`_serve`, which polls ``self._stop``: the socket has a short
+    timeout).
     """
 
-    def __init__(self, host: str = HOST_V4, port: int = 0, *, idle_timeout: float = 1.0) -> None:
+    kind = socket.SOCK_STREAM
+
+    def __init__(self, host: str, port: int) -> None:
         self.host = host
         self._requested_port = port
-        self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
-        self._connections: list[SinkConnection] = []
         self._stop = threading.Event()
-        self._listener: socket.socket | None = None
+        self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> TcpSink:
-        listener = socket.socket(_family(self.host), socket.SOCK_STREAM)
+    def _ready(self, sock: socket.socket) -> None:
+        """Called after bind: a TCP sink listens here."""
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Sink) -> _Sink:
+        sock = socket.socket(_family(self.host), self.kind)
         try:
-            listener.bind((self.host, self._requested_port))
-            listener.listen(64)
+            sock.bind((self.host, self._requested_port))
+            self._ready(sock)
         except OSError:
-            listener.close()
+            sock.close()
             raise
-        listener.settimeout(0.05)
-        self._listener = listener
+        sock.settimeout(0.05)
+        self._sock = sock
         self._thread = threading.Thread(
-            target=self._accept_loop, name=f"TcpSink:{self.port}", daemon=True
+            target=self._serve, name=f"{type(self).__name__}:{self.port}", daemon=True
         )
         self._thread.start()
         return self
@@ -520,14 +563,34 @@ class TcpSink:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._listener is not None:
-            self._listener.close()
+        if self._sock is not None:
+            self._sock.close()
 
     @property
     def port(self) -> int:
-        if self._listener is None:
-            raise RuntimeError("TcpSink is not running (use it as a context manager)")
-        return int(self._listener.getsockname()[1])
+        if self._sock is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not running (use it as a context manager)"
+            )
+        return int(self._sock.getsockname()[1])
+
+
+class TcpSink(_SocketSink):
+    """Accepts TCP connections on ``host:port`` and keeps what each one sent.
+
+    A connection at all is evidence (an exfiltration channel opened), and the bytes
+    show what was sent.  The sink never answers; it closes a connection after
+    ``idle_timeout`` seconds of silence so that a client waiting for a reply (a TLS
+    handshake, say) gets an end-of-file instead of hanging.
+    """
+
+    def __init__(self, host: str = HOST_V4, port: int = 0, *, idle_timeout: float = 1.0) -> None:
+        super().__init__(host, port)
+        self.idle_timeout = idle_timeout
+        self._connections: list[SinkConnection] = []
+
+    def _ready(self, sock: socket.socket) -> None:
+        sock.listen(64)
 
     @property
     def authority(self) -> str:
@@ -558,11 +621,11 @@ class TcpSink:
         with self._lock:
             self._connections.clear()
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _serve(self) -> None:
+        assert self._sock is not None
         while not self._stop.is_set():
             try:
-                conn, peer = self._listener.accept()
+                conn, peer = self._sock.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -589,7 +652,7 @@ class TcpSink:
 # --- UDP sink --------------------------------------------------------------------------
 
 
-class UdpSink:
+class UdpSink(_SocketSink):
     """Keeps every datagram sent to ``host:port``: a stand-in outside resolver.
 
     An unsandboxed program can send DNS queries (or anything else) straight to a
@@ -597,47 +660,11 @@ class UdpSink:
     is an exfiltration channel.
     """
 
+    kind = socket.SOCK_DGRAM
+
     def __init__(self, host: str = HOST_V4, port: int = 0) -> None:
-        self.host = host
-        self._requested_port = port
-        self._lock = threading.Lock()
+        super().__init__(host, port)
         self._datagrams: list[tuple[bytes, tuple[str, int]]] = []
-        self._stop = threading.Event()
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> UdpSink:
-        sock = socket.socket(_family(self.host), socket.SOCK_DGRAM)
-        try:
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        sock.settimeout(0.05)
-        self._sock = sock
-        self._thread = threading.Thread(
-            target=self._receive_loop, name=f"UdpSink:{self.port}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-
-    @property
-    def port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("UdpSink is not running (use it as a context manager)")
-        return int(self._sock.getsockname()[1])
 
     @property
     def datagrams(self) -> list[bytes]:
@@ -653,7 +680,7 @@ class UdpSink:
         with self._lock:
             self._datagrams.clear()
 
-    def _receive_loop(self) -> None:
+    def _serve(self) -> None:
         assert self._sock is not None
         while not self._stop.is_set():
             try:

@@ -67,26 +67,29 @@ import io
 import os
 import re
 import shutil
-import socketserver
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import textwrap
-import threading
 import time
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from net_servers import HOST_V4, RecordedRequest, make_wheel
+from net_servers import (
+    HOST_V4,
+    QuietHttpServer,
+    RecordedRequest,
+    RecordingHttpService,
+    make_wheel,
+)
 
 # --- names -----------------------------------------------------------------------------
 
@@ -569,19 +572,12 @@ class _Dist:
     sha256: str
 
 
-class _IndexServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _IndexServer(QuietHttpServer):
     index: LocalIndex
 
     def __init__(self, index: LocalIndex) -> None:
         self.index = index
-        super().__init__((index.host, 0), _IndexHandler)
-
-    def server_bind(self) -> None:
-        # No getfqdn(): it may wait for a resolver.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = "localhost"
-        self.server_port = self.server_address[1]
+        super().__init__(index.host, _IndexHandler)
 
 
 class _IndexHandler(BaseHTTPRequestHandler):
@@ -627,7 +623,7 @@ class _IndexHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-class LocalIndex:
+class LocalIndex(RecordingHttpService):
     """A PEP 503 simple index for the distributions in ``directory``, on 127.0.0.1.
 
     Routes: ``/simple/`` (every project), ``/simple/<project>/`` (one link per file,
@@ -641,48 +637,13 @@ class LocalIndex:
     def __init__(
         self, directory: Path, host: str = HOST_V4, *, serve_metadata: bool = True
     ) -> None:
+        super().__init__(host)
         self.directory = directory
-        self.host = host
         self.serve_metadata = serve_metadata
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
         self._digests: dict[tuple[str, int, int], str] = {}
-        self._server: _IndexServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> LocalIndex:
-        self._server = _IndexServer(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"LocalIndex:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("LocalIndex is not running (use it as a context manager)")
-        return int(self._server.server_address[1])
-
-    @property
-    def authority(self) -> str:
-        """``127.0.0.1:PORT``: the host an install sandbox must allow."""
-        return f"{self.host}:{self.port}"
+    def _make_server(self) -> QuietHttpServer:
+        return _IndexServer(self)
 
     @property
     def url(self) -> str:
@@ -691,18 +652,6 @@ class LocalIndex:
 
     # -- what arrived ---------------------------------------------------------------
 
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def paths(self) -> list[str]:
-        return [request.path for request in self.requests]
-
     def downloaded(self) -> list[str]:
         """File names fetched from ``/files/`` so far, oldest first."""
         return [
@@ -710,10 +659,6 @@ class LocalIndex:
             for path in self.paths()
             if path.startswith("/files/") and not path.endswith(".metadata")
         ]
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
 
     # -- content --------------------------------------------------------------------
 
