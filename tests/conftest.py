@@ -11,11 +11,17 @@ must not turn every sandbox test silently green.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sandbox_harness import MODES, SAFE_RUN
 
 from safe_pip.sandbox.namespaces import userns_available
+
+if TYPE_CHECKING:
+    from pkg_index import LocalIndex
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,3 +44,24 @@ def mode(request: pytest.FixtureRequest) -> str:
         if not ok:
             pytest.skip(f"namespace mode unavailable: {why}")
     return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's own package index directory: the fixture packages and the build
+    backends (setuptools ...) that uv's build isolation fetches from the same index."""
+    from pkg_index import build_fixture_packages, require_backend_wheels, seed_build_backends
+
+    directory = tmp_path_factory.mktemp("index")
+    build_fixture_packages(directory)
+    seed_build_backends(directory, require_backend_wheels())
+    return directory
+
+
+@pytest.fixture(scope="module")
+def index(index_dir: Path) -> Iterator[LocalIndex]:
+    """:func:`index_dir` served as a PEP 503 index on 127.0.0.1 for the module."""
+    from pkg_index import LocalIndex
+
+    with LocalIndex(index_dir) as served:
+        yield served

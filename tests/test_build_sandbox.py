@@ -47,13 +47,10 @@ from pkg_index import (
     FIXTURE_VERSION,
     LocalIndex,
     benign_sdist,
-    build_fixture_packages,
     malicious_sdist,
     normalize,
     project_of,
     render_attack,
-    require_backend_wheels,
-    seed_build_backends,
     uv_binary,
     uv_env,
     wait_for_file,
@@ -74,20 +71,6 @@ HEARTBEAT_LIFETIME = 6.0
 
 
 # --- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("index")
-    build_fixture_packages(directory)
-    seed_build_backends(directory, require_backend_wheels())
-    return directory
-
-
-@pytest.fixture(scope="module")
-def index(index_dir: Path) -> Iterator[LocalIndex]:
-    with LocalIndex(index_dir) as served:
-        yield served
 
 
 @pytest.fixture

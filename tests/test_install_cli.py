@@ -13,7 +13,6 @@ import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,8 @@ from pkg_index import (
     BENIGN_WHEEL,
     BENIGN_WHEEL_SCRIPT,
     LocalIndex,
-    build_fixture_packages,
     malicious_sdist,
     render_attack,
-    require_backend_wheels,
-    seed_build_backends,
 )
 from sandbox_harness import World, make_world
 
@@ -39,16 +35,6 @@ pytestmark = [
     pytest.mark.sandbox,
     pytest.mark.skipif(not SAFE_PIP.exists(), reason="safe-pip is not installed next to python"),
 ]
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
-    directory = tmp_path_factory.mktemp("index")
-    directory.chmod(0o755)
-    build_fixture_packages(directory)
-    seed_build_backends(directory, require_backend_wheels())
-    with LocalIndex(directory) as served:
-        yield served
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,9 @@ from pkg_index import (
     BENIGN_WHEEL_SCRIPT,
     LocalIndex,
     attack_placeholders,
-    build_fixture_packages,
     malicious_sdist,
     project_of,
     render_attack,
-    require_backend_wheels,
-    seed_build_backends,
     uv_binary,
     uv_env,
     wait_for_file,
@@ -54,20 +50,6 @@ from pkg_index import (
 from sandbox_harness import World, make_world
 
 # --- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("index")
-    build_fixture_packages(directory)
-    seed_build_backends(directory, require_backend_wheels())
-    return directory
-
-
-@pytest.fixture(scope="module")
-def index(index_dir: Path) -> Iterator[LocalIndex]:
-    with LocalIndex(index_dir) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")
