@@ -174,7 +174,7 @@ def test_a_whole_run_up_to_the_fork_loads_nothing_heavy(tmp_path: Path, table: s
 
         seen = []
 
-        def stand_in(plan, network=None):
+        def stand_in(plan, **_options):
             prepare_root(child.mount_plan(plan))
             for mode in ("namespace", "fallback"):
                 child.landlock_rules_for(plan, mode)

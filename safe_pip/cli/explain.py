@@ -48,5 +48,10 @@ def explain(policy: Policy, plan: SandboxPlan) -> str:
     if plan.target is not None:
         lines.append(f"# target: {' '.join(plan.target.argv)}")
         lines.append(f"# executable: {plan.target.executable}")
-    lines.append(f"# environment passed: {', '.join(sorted(plan.env))}")
+    names = set(plan.env)
+    if policy.network.mode == "allowlist":
+        from safe_pip.launcher.network import proxy_environment
+
+        names.update(proxy_environment(0))  # added by the supervisor at run time
+    lines.append(f"# environment passed: {', '.join(sorted(names))}")
     return "\n".join(lines) + "\n"

@@ -57,9 +57,10 @@ def _index_urls(index_url: str | None, extra: tuple[str, ...]) -> tuple[str, ...
     from urllib.parse import urlsplit
 
     for url in urls:
-        if urlsplit(url).password is not None or urlsplit(url).username is not None:
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
             raise SafePipError(
-                f"{urlsplit(url).hostname}: index URLs with credentials are not supported yet "
+                f"{parts.hostname}: index URLs with credentials are not supported yet "
                 "(build code would see them); use an index without a password"
             )
     return urls

@@ -190,14 +190,6 @@ def run(opts: RunOptions) -> int:
         venv = find_venv(opts, cwd, policy.project_dir)
         from safe_pip.launcher.plan import build_plan, default_python
 
-        network = None
-        if policy.network.mode == "allowlist" and not opts.explain:
-            from safe_pip.launcher.network import prepare_network
-
-            network = prepare_network(policy.network)
-        proxy_port = None
-        if policy.network.mode == "allowlist":
-            proxy_port = network.port if network is not None else 0
         plan = build_plan(
             policy,
             opts.kind,
@@ -208,7 +200,6 @@ def run(opts: RunOptions) -> int:
             caller_env=os.environ,
             cwd=cwd,
             allow_degraded=opts.allow_degraded,
-            proxy_port=proxy_port,
         )
         if opts.explain:
             from safe_pip.cli.explain import explain
@@ -228,12 +219,7 @@ def run(opts: RunOptions) -> int:
                 f"the working directory {cwd} is not visible in the sandbox; run from a "
                 "project (a directory with a pyproject.toml) or grant it with --allow-read"
             )
-        code = run_sandboxed(plan, network)
-        if network is not None:
-            from safe_pip.launcher.network import print_network_report
-
-            print_network_report(network, opts.verbose)
-        return code
+        return run_sandboxed(plan, verbose=opts.verbose)
     finally:
         if not opts.explain:
             remove_tree(private_dir)  # we made it, we remove it: after any outcome

@@ -22,7 +22,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from safe_pip.launcher.network import NetworkSetup
     from safe_pip.launcher.plan import SandboxPlan
 
 
@@ -53,7 +52,6 @@ def run_uv_sandboxed(
     ``private_dir`` (from :func:`~safe_pip.launcher.scratch.make_private_dir`) holds
     the sandbox's HOME, TMPDIR and a ``uv-cache`` created here; the caller removes it.
     """
-    from safe_pip.launcher.network import prepare_network, print_network_report
     from safe_pip.launcher.plan import build_plan
     from safe_pip.policy.loader import CliOverrides, load_policy
 
@@ -91,7 +89,6 @@ def run_uv_sandboxed(
             set_values=(*policy.env.set_values, *uv_settings),
         ),
     )
-    network = prepare_network(policy.network)
     plan = build_plan(
         policy,
         "command",
@@ -102,15 +99,11 @@ def run_uv_sandboxed(
         caller_env=os.environ,
         cwd=private_dir,
         allow_degraded=allow_degraded,
-        proxy_port=network.port if network is not None else None,
     )
-    code = _run_quietly(plan, network)
-    if network is not None:
-        print_network_report(network, verbose=False)
-    return code
+    return _run_quietly(plan)
 
 
-def _run_quietly(plan: SandboxPlan, network: NetworkSetup | None) -> int:
+def _run_quietly(plan: SandboxPlan) -> int:
     """Run with stdin on /dev/null and stdout on our stderr: uv's and the build's
     output are diagnostics, and the caller's stdout carries results (``--json``)."""
     from safe_pip.launcher.supervisor import run_sandboxed
@@ -120,7 +113,7 @@ def _run_quietly(plan: SandboxPlan, network: NetworkSetup | None) -> int:
     try:
         os.dup2(null, 0)
         os.dup2(2, 1)
-        return run_sandboxed(plan, network)
+        return run_sandboxed(plan)
     finally:
         os.dup2(saved_in, 0)
         os.dup2(saved_out, 1)

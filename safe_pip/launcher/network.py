@@ -58,10 +58,8 @@ class NetworkSetup:
     log: DestinationLog | None = None
 
 
-def prepare_network(network: NetworkPolicy) -> NetworkSetup | None:
-    """The pre-fork sockets for an allowlist policy; None when the network is off."""
-    if network.mode != "allowlist":
-        return None
+def prepare_network(network: NetworkPolicy) -> NetworkSetup:
+    """The pre-fork sockets for an allowlist policy."""
     listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     listener.bind((PROXY_HOST, 0))
     listener.listen(BACKLOG)
@@ -74,7 +72,8 @@ def prepare_network(network: NetworkPolicy) -> NetworkSetup | None:
 
 def proxy_environment(port: int) -> dict[str, str]:
     """Proxy variables every common client honours (pip, uv, urllib, requests, httpx,
-    aiohttp with ``trust_env``, curl, git).  ALL_PROXY is an ``http://`` URL, not
+    aiohttp with ``trust_env``, curl, git); they win over anything the policy passes,
+    since no other route out exists.  ALL_PROXY is an ``http://`` URL, not
     ``socks5://``: httpx and requests fail outright on a SOCKS URL without their extra
     packages, while the port also speaks SOCKS5 for tools configured explicitly."""
     url = f"http://{PROXY_HOST}:{port}"

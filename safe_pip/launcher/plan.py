@@ -220,10 +220,7 @@ def build_plan(
     caller_env: Mapping[str, str],
     cwd: str,
     allow_degraded: bool,
-    proxy_port: int | None = None,
 ) -> SandboxPlan:
-    """``proxy_port`` (a network allowlist) adds the proxy variables to the environment;
-    they win over anything the policy passes, since no other route out exists."""
     grants = build_grants(policy, python=python, venv=venv, private_dir=private_dir)
     path_dirs = sandbox_path_dirs(caller_env.get("PATH", ""), grants, python=python, venv=venv)
     target = (
@@ -240,10 +237,6 @@ def build_plan(
         path_dirs=path_dirs,
         venv=venv,
     )
-    if proxy_port is not None:
-        from safe_pip.launcher.network import proxy_environment
-
-        env.update(proxy_environment(proxy_port))
     return SandboxPlan(
         target=target,
         env=env,

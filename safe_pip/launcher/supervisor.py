@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from safe_pip._records import field, mutable_record
+from safe_pip._records import field, mutable_record, replace
 from safe_pip.errors import EXIT_INTERNAL, SafePipError
 from safe_pip.launcher.child import (
     FORWARDED_SIGNALS,
@@ -126,12 +126,21 @@ def kill_leftovers() -> int:
                 pass
 
 
-def run_sandboxed(plan: SandboxPlan, network: NetworkSetup | None = None) -> int:
+def run_sandboxed(plan: SandboxPlan, *, verbose: bool = False) -> int:
     """Run the plan's target in the sandbox; return safe-run's exit code.
 
-    ``network`` (a network allowlist) makes this process the sandbox's proxy: it is
-    started once the children have finished setting up (see launcher/network.py).
+    With a network allowlist this process is the sandbox's proxy: its sockets are made
+    here before the fork, the proxy variables join the plan's environment, the proxy
+    starts once the children have finished setting up (see launcher/network.py), and
+    the refused destinations (and with ``verbose`` the allowed ones) are reported at
+    the end.
     """
+    network: NetworkSetup | None = None
+    if plan.network.mode == "allowlist":
+        from safe_pip.launcher.network import prepare_network, proxy_environment
+
+        network = prepare_network(plan.network)
+        plan = replace(plan, env={**plan.env, **proxy_environment(network.port)})
     # Host lookups happen here, before forking: the same work in a fresh fork pays a
     # copy-on-write fault on every page it touches.
     root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
@@ -196,4 +205,8 @@ def run_sandboxed(plan: SandboxPlan, network: NetworkSetup | None = None) -> int
         raise SafePipError(report.error[1], report.error[0])
     if report.mode == "unknown":
         raise SafePipError("the sandbox did not start", EXIT_INTERNAL)
+    if network is not None:
+        from safe_pip.launcher.network import print_network_report
+
+        print_network_report(network, verbose)
     return code
