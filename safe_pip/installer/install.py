@@ -207,15 +207,9 @@ def install(request: InstallRequest) -> InstallOutcome:
 
 def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
     python = venv_python(request.venv)
-    common = {
-        "python": python,
-        "index_urls": request.index_urls,
-        "extra_hosts": request.extra_hosts,
-        "allow_degraded": request.allow_degraded,
-    }
     work = make_private_dir()  # trusted scratch: the lock, sdists, built wheels
     try:
-        lock = _resolve(request, work, common)
+        lock = _resolve(request, work)
         if lock is None:
             outcome.problem, outcome.exit_code = "resolution failed (see uv's message above)", 1
             return
@@ -244,7 +238,7 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
                 return
             outcome.built.append(f"{package.name}=={package.version}")
         pins = [f"{p.name}=={p.version}" for p in packages]
-        code = _install_pins(request, work, wheels, pins, common)
+        code = _install_pins(request, work, wheels, pins)
         if code != 0:
             outcome.problem, outcome.exit_code = "installing the resolved packages failed", code
             return
@@ -253,7 +247,29 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
         remove_tree(work)
 
 
-def _resolve(request: InstallRequest, work: str, common: dict[str, object]) -> str | None:
+def _uv_in_sandbox(
+    request: InstallRequest,
+    args: list[str],
+    *,
+    box: str,
+    reads: tuple[str, ...],
+    writes: tuple[str, ...],
+) -> int:
+    """``uv ARGS --python <the venv's> <index flags>`` in the build sandbox."""
+    python = venv_python(request.venv)
+    return run_uv_sandboxed(
+        [*args, "--python", python, *index_arguments(request.index_urls)],
+        python=python,
+        private_dir=box,
+        reads=reads,
+        writes=writes,
+        index_urls=request.index_urls,
+        extra_hosts=request.extra_hosts,
+        allow_degraded=request.allow_degraded,
+    )
+
+
+def _resolve(request: InstallRequest, work: str) -> str | None:
     """Phase 1; returns the lock file's text, or None when uv failed."""
     requirements = os.path.join(work, "requirements.in")
     with open(requirements, "w", encoding="utf-8") as handle:
@@ -264,18 +280,15 @@ def _resolve(request: InstallRequest, work: str, common: dict[str, object]) -> s
         os.mkdir(out)
         lock = os.path.join(out, "pylock.toml")
         args = ["pip", "compile", "--quiet", "--format", "pylock.toml", requirements]
-        for path in request.requirement_files:
-            args += [path]
-        args += ["-o", lock, "--python", str(common["python"])]
-        args += index_arguments(request.index_urls)
+        args += [*request.requirement_files, "-o", lock]
         if request.no_build:
             args.append("--no-build")
-        code = run_uv_sandboxed(
+        code = _uv_in_sandbox(
+            request,
             args,
-            private_dir=box,
+            box=box,
             reads=(requirements, *request.requirement_files, *request.extra_reads),
             writes=(out,),
-            **common,  # type: ignore[arg-type]
         )
         if code != 0:
             return None
@@ -289,9 +302,7 @@ def _resolve(request: InstallRequest, work: str, common: dict[str, object]) -> s
         remove_tree(box)
 
 
-def _install_pins(
-    request: InstallRequest, work: str, wheels: str, pins: list[str], common: dict[str, object]
-) -> int:
+def _install_pins(request: InstallRequest, work: str, wheels: str, pins: list[str]) -> int:
     """Phase 3: exact pins, no builds, no dependency resolution; the venv writable."""
     pinned = os.path.join(work, "pinned.txt")
     with open(pinned, "w", encoding="utf-8") as handle:
@@ -299,14 +310,9 @@ def _install_pins(
     box = make_private_dir()
     try:
         args = ["pip", "install", "--quiet", "--no-build", "--no-deps", "-r", pinned]
-        args += ["--find-links", wheels, "--python", str(common["python"])]
-        args += index_arguments(request.index_urls)
-        return run_uv_sandboxed(
-            args,
-            private_dir=box,
-            reads=(pinned, wheels),
-            writes=(request.venv,),
-            **common,  # type: ignore[arg-type]
+        args += ["--find-links", wheels]
+        return _uv_in_sandbox(
+            request, args, box=box, reads=(pinned, wheels), writes=(request.venv,)
         )
     finally:
         remove_tree(box)
