@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -49,23 +48,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from net_servers import HttpOrigin, pattern_sha256
 
-#: Setting this variable makes safe-run skip user namespaces (Landlock-only fallback).
-NO_USERNS_VAR = "SAFE_PIP_NO_USERNS"
-MODE_ENV: dict[str, dict[str, str]] = {"namespace": {}, "fallback": {NO_USERNS_VAR: "1"}}
+# The start-up benchmark's modes, project and statistics, so both report alike.
+from startup import MODE_ENV, NO_USERNS_VAR, PYPROJECT, percentile
+
 #: Variables that would send the *bare* client through some proxy of the caller's.
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 PARTS = ("transfer", "ttfb", "startup")
 #: How the client reaches the origin: directly, or through safe-run's proxy.
 VIAS = ("direct", "http-proxy", "connect")
-
-PYPROJECT = """\
-[project]
-name = "safe-run-network-bench"
-version = "0"
-
-[tool.safe-run]
-extends = ["python-runtime"]
-"""
 
 #: The client, run bare (``direct``) and under safe-run (the proxied vias).  It uses
 #: http.client for every via, so the three differ only in the path the bytes take,
@@ -139,12 +129,6 @@ class Series:
     env: dict[str, str]
     samples: list[float] = field(default_factory=list)
     error: str | None = None
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile: an observed value, no interpolation between samples."""
-    ordered = sorted(samples)
-    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
 
 
 def run(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[str, str | None]:
