@@ -106,7 +106,7 @@ def test_a_planted_symlink_is_refused(tmp_path: Path) -> None:
 
 def test_sdists_outside_the_indexes_are_not_fetched(tmp_path: Path) -> None:
     """The lock comes out of a sandbox where build code ran: its URLs are suspect."""
-    from safe_pip.installer.install import LockedPackage, fetch_sdist
+    from safe_pip.installer.lock import LockedPackage, fetch_sdist
 
     for url in ("http://169.254.169.254/latest/x-1.0.tar.gz", "file:///etc/x-1.0.tar.gz"):
         package = LockedPackage("x", "1.0", (), url, "0" * 64)

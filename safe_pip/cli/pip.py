@@ -13,6 +13,10 @@ import click
 from safe_pip import __version__
 from safe_pip.errors import SafePipError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from safe_pip.installer.install import InstallOutcome
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="safe-pip")
@@ -41,41 +45,100 @@ def doctor() -> None:
         sys.exit(1)
 
 
-def _index_urls(index_url: str | None, extra: tuple[str, ...]) -> tuple[str, ...]:
-    """Command line first, then uv's and pip's environment variables, then PyPI."""
+def _split_local(packages: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requirement specifiers, local paths): an argument naming an existing file or
+    directory (``./proj``, ``dist/x-1.0.tar.gz``, ``x.whl``) is a local source."""
     import os
 
-    from safe_pip.installer.install import DEFAULT_INDEX
+    specifiers, local = [], []
+    for item in packages:
+        looks_local = item.startswith((".", "/", "~")) or os.sep in item
+        looks_local = looks_local or item.endswith((".whl", ".tar.gz", ".zip"))
+        if looks_local and "://" not in item:
+            path = os.path.abspath(os.path.expanduser(item))
+            if not os.path.exists(path):
+                raise SafePipError(f"{item}: no such file or directory")
+            local.append(path)
+        else:
+            specifiers.append(item)
+    return tuple(specifiers), tuple(local)
 
-    default = index_url
-    for name in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
-        default = default or os.environ.get(name) or None
-    extras = list(extra)
-    for name in ("UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
-        extras += os.environ.get(name, "").split()
-    urls = tuple(dict.fromkeys([default or DEFAULT_INDEX, *extras]))
-    from urllib.parse import urlsplit
 
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:
-            raise SafePipError(
-                f"{parts.hostname}: index URLs with credentials are not supported yet "
-                "(build code would see them); use an index without a password"
+def _local_or_url(value: str) -> str:
+    import os
+
+    return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+
+
+def _project_dir() -> str | None:
+    """The directory of the nearest pyproject.toml (uv reads its ``[tool.uv]``)."""
+    import os
+
+    from safe_pip.policy.loader import find_pyproject
+
+    found = find_pyproject(os.getcwd())
+    return None if found is None else os.path.dirname(found)
+
+
+def _target_venv(venv: str | None) -> str:
+    import os
+
+    return os.path.abspath(venv or os.environ.get("VIRTUAL_ENV") or ".venv")
+
+
+def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
+    """The one summary line (or JSON), the audit findings, and the exit code."""
+    import json
+
+    for line in outcome.finding_lines:
+        click.echo(f"safe-pip: audit: {line}", err=True)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "venv": venv,
+                    "installed": outcome.installed,
+                    "removed": outcome.removed,
+                    "built": outcome.built,
+                    "route": outcome.route,
+                    "shared_cache": outcome.shared_cache,
+                    "created_venv": outcome.created_venv,
+                    "findings": outcome.findings,
+                    "problem": outcome.problem,
+                }
             )
-    return urls
+        )
+    elif outcome.problem is None:
+        built = f" ({len(outcome.built)} built from source in sandboxes)" if outcome.built else ""
+        click.echo(f"installed {len(outcome.installed)} packages into {venv}{built}")
+    if outcome.problem is not None:
+        click.echo(f"safe-pip: {outcome.problem}", err=True)
+        sys.exit(outcome.exit_code or 1)
 
 
 @cli.command()
 @click.argument("packages", nargs=-1)
 @click.option("-r", "--requirement", "requirement_files", multiple=True, type=click.Path())
+@click.option("-c", "--constraint", "constraint_files", multiple=True, type=click.Path())
+@click.option(
+    "-e",
+    "--editable",
+    "editables",
+    multiple=True,
+    type=click.Path(),
+    help="A local project, installed editable (repeatable).",
+)
 @click.option(
     "--venv", type=click.Path(), help="Target venv (default: $VIRTUAL_ENV, else ./.venv)."
 )
 @click.option("--python", help="Interpreter for a venv this command creates.")
 @click.option("-i", "--index-url", help="The default index (default: PyPI).")
 @click.option("--extra-index-url", multiple=True, help="More indexes (repeatable).")
+@click.option("-f", "--find-links", multiple=True, help="A folder or URL of distributions.")
 @click.option("--no-build", is_flag=True, help="Refuse sdists: no package code runs at all.")
+@click.option(
+    "--strict", is_flag=True, help="Fail, and undo, if the install adds code that runs later."
+)
 @click.option("--allow-host", multiple=True, help="Also reachable during builds (host[:port]).")
 @click.option("--allow-read", multiple=True, type=click.Path(), help="Also readable by builds.")
 @click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
@@ -83,56 +146,49 @@ def _index_urls(index_url: str | None, extra: tuple[str, ...]) -> tuple[str, ...
 def install(
     packages: tuple[str, ...],
     requirement_files: tuple[str, ...],
+    constraint_files: tuple[str, ...],
+    editables: tuple[str, ...],
     venv: str | None,
     python: str | None,
     index_url: str | None,
     extra_index_url: tuple[str, ...],
+    find_links: tuple[str, ...],
     no_build: bool,
+    strict: bool,
     allow_host: tuple[str, ...],
     allow_read: tuple[str, ...],
     allow_degraded: bool,
     as_json: bool,
 ) -> None:
     """Install packages with uv; every build and resolution step runs sandboxed."""
-    import json
     import os
 
+    from safe_pip.installer.indexes import configured_indexes
     from safe_pip.installer.install import InstallRequest
     from safe_pip.installer.install import install as run_install
 
-    if not packages and not requirement_files:
-        raise click.UsageError("name at least one package or -r file")
-    target = venv or os.environ.get("VIRTUAL_ENV") or ".venv"
+    if not packages and not requirement_files and not editables:
+        raise click.UsageError("name at least one package, -r file or -e project")
+    specifiers, local = _split_local(packages)
+    urls, links = configured_indexes(index_url, extra_index_url, find_links, _project_dir())
+    links = tuple(_local_or_url(f) for f in links)
     request = InstallRequest(
-        packages=packages,
+        packages=specifiers,
         requirement_files=tuple(os.path.abspath(p) for p in requirement_files),
-        venv=os.path.abspath(target),
+        constraint_files=tuple(os.path.abspath(p) for p in constraint_files),
+        editables=tuple(os.path.abspath(p) for p in editables),
+        local_sources=local,
+        find_links=links,
+        venv=_target_venv(venv),
         python=python,
-        index_urls=_index_urls(index_url, extra_index_url),
+        index_urls=urls,
         no_build=no_build,
+        strict=strict,
         extra_hosts=allow_host,
         extra_reads=tuple(os.path.abspath(p) for p in allow_read),
         allow_degraded=allow_degraded,
     )
-    outcome = run_install(request)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "venv": request.venv,
-                    "installed": outcome.installed,
-                    "built": outcome.built,
-                    "created_venv": outcome.created_venv,
-                    "problem": outcome.problem,
-                }
-            )
-        )
-    elif outcome.problem is None:
-        built = f" ({len(outcome.built)} built from source in sandboxes)" if outcome.built else ""
-        click.echo(f"installed {len(outcome.installed)} packages into {request.venv}{built}")
-    if outcome.problem is not None:
-        click.echo(f"safe-pip: {outcome.problem}", err=True)
-        sys.exit(outcome.exit_code or 1)
+    report_outcome(run_install(request), request.venv, as_json)
 
 
 def main() -> None:

@@ -62,8 +62,12 @@ def sdist_identity(sdist: str) -> tuple[str, str]:
     raise SafePipError(f"{base}: not an sdist file name (expected NAME-VERSION.tar.gz)")
 
 
-def check_wheel(staging: str, expected: tuple[str, str]) -> tuple[str | None, str | None]:
-    """(path of the one acceptable wheel in ``staging``, problem) -- one is None."""
+def check_wheel(staging: str, expected: tuple[str, str] | None) -> tuple[str | None, str | None]:
+    """(path of the one acceptable wheel in ``staging``, problem) -- one is None.
+
+    ``expected`` is the (name, version) an sdist's file name promises; a local project
+    directory promises nothing, but its wheel must still name itself consistently.
+    """
     from packaging.utils import InvalidWheelFilename, canonicalize_version, parse_wheel_filename
 
     entries = sorted(os.listdir(staging))
@@ -78,7 +82,7 @@ def check_wheel(staging: str, expected: tuple[str, str]) -> tuple[str | None, st
         name, version, _build, _tags = parse_wheel_filename(wheels[0])
     except InvalidWheelFilename as exc:
         return None, f"{wheels[0]} is not a valid wheel file name ({exc})"
-    want_name, want_version = expected
+    want_name, want_version = expected or (str(name), str(version))
     if str(name) != want_name or canonicalize_version(version) != canonicalize_version(
         want_version
     ):
@@ -124,6 +128,17 @@ def _declared_identity(wheel: str) -> tuple[str, str] | None:
     return str(canonicalize_name(name)), canonicalize_version(version)
 
 
+_NOT_SOURCE = (".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", "build")
+
+
+def _copy_project(project: str, target: str) -> str:
+    """A copy of a project tree without links out of it (symlinks stay symlinks)."""
+    import shutil
+
+    shutil.copytree(project, target, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+    return target
+
+
 def _move_regular_file(source: str, directory: str) -> str:
     """Copy without following links, then delete the source (may cross file systems)."""
     target = os.path.join(directory, os.path.basename(source))
@@ -150,16 +165,23 @@ def build_in_sandbox(
     extra_hosts: Sequence[str] = (),
     allow_degraded: bool = False,
 ) -> BuildResult:
-    """Build ``sdist`` with ``uv build --wheel`` in a fresh sandbox; check the result."""
+    """Build ``sdist`` with ``uv build --wheel`` in a fresh sandbox; check the result.
+
+    ``sdist`` may also be a local project directory: it is copied into the private
+    directory first (build backends write into the source tree, and the user's tree
+    is only readable), without VCS metadata, virtual environments or build output.
+    """
     sdist = os.path.abspath(sdist)
     out_dir = os.path.abspath(out_dir)
-    expected = sdist_identity(sdist)
+    expected = None if os.path.isdir(sdist) else sdist_identity(sdist)
     python = os.path.abspath(python)
     os.makedirs(out_dir, exist_ok=True)
     private_dir = make_private_dir()
     try:
         staging = os.path.join(private_dir, "out")
         os.mkdir(staging, 0o700)
+        if expected is None:
+            sdist = _copy_project(sdist, os.path.join(private_dir, "source"))
         code = run_uv_sandboxed(
             [
                 "build",
@@ -174,7 +196,7 @@ def build_in_sandbox(
             python=python,
             private_dir=private_dir,
             reads=(sdist,),
-            writes=(staging,),
+            writes=(staging, *([sdist] if expected is None else [])),
             index_urls=index_urls,
             extra_hosts=extra_hosts,
             allow_degraded=allow_degraded,

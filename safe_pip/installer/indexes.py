@@ -9,9 +9,14 @@ which is also how the proxy's internal-address rule lets a loopback index throug
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import os
+from urllib.parse import unquote, urlsplit
 
 from safe_pip.errors import SafePipError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PYPI_HOSTS = ("pypi.org:443", "files.pythonhosted.org:443")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -30,12 +35,121 @@ def host_pattern(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def local_path(url: str) -> str | None:
+    """The directory a ``file://`` URL or a plain path names; None for http(s)."""
+    if "://" not in url:
+        return os.path.abspath(url)
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return os.path.abspath(unquote(parts.path))
+    return None
+
+
 def allowed_hosts(index_urls: list[str]) -> list[str]:
-    """Allow patterns for every index, with PyPI's file host beside pypi.org."""
+    """Allow patterns for every remote index, with PyPI's file host beside pypi.org.
+
+    Local indexes (``file://`` URLs, folders) need no network; they are read grants
+    (:func:`local_path`).
+    """
     patterns: list[str] = []
     for url in index_urls:
+        if local_path(url) is not None:
+            continue
         pattern = host_pattern(url)
         patterns.append(pattern)
         if pattern == PYPI_HOSTS[0]:
             patterns.append(PYPI_HOSTS[1])
     return list(dict.fromkeys(patterns))
+
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+_DEFAULT_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+_EXTRA_VARIABLES = ("UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+
+
+def _strip_name(entry: str) -> str:
+    """``name=https://...`` (uv's named-index syntax) -> the URL."""
+    name, equals, rest = entry.partition("=")
+    return rest if equals and "://" not in name and "/" not in name else entry
+
+
+def _config_tables(project_dir: str | None) -> list[dict[str, object]]:
+    """uv's settings tables, most specific first: the project's ``uv.toml`` (else its
+    ``[tool.uv]``), the user's and the system's ``uv.toml``; each table's ``[pip]``
+    section is listed before it, since ``uv pip`` reads that first."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    candidates: list[tuple[str, bool]] = []
+    if project_dir is not None:
+        if os.path.isfile(os.path.join(project_dir, "uv.toml")):
+            candidates.append((os.path.join(project_dir, "uv.toml"), False))
+        else:
+            candidates.append((os.path.join(project_dir, "pyproject.toml"), True))
+    candidates += [(os.path.join(config_home, "uv", "uv.toml"), False), ("/etc/uv/uv.toml", False)]
+    tables: list[dict[str, object]] = []
+    for path, in_pyproject in candidates:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if in_pyproject:
+            data = data.get("tool", {}).get("uv", {})
+        if isinstance(data, dict):
+            pip = data.get("pip")
+            if isinstance(pip, dict):
+                tables.append(pip)
+            tables.append(data)
+    return tables
+
+
+def configured_indexes(
+    index_url: str | None,
+    extra: Sequence[str],
+    find_links: Sequence[str],
+    project_dir: str | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(index URLs, default first; find-links) as uv would use them.
+
+    The command line first, then uv's and pip's environment variables, then uv's
+    configuration files, then PyPI.  The result decides which hosts the build
+    sandbox may reach, so it must follow uv's own view of "the index".
+    """
+    default = index_url
+    for name in _DEFAULT_VARIABLES:
+        default = default or _strip_name(os.environ.get(name, "")) or None
+    extras = list(extra)
+    for name in _EXTRA_VARIABLES:
+        extras += [_strip_name(e) for e in os.environ.get(name, "").split()]
+    links = list(find_links) + os.environ.get("UV_FIND_LINKS", "").replace(",", " ").split()
+    for table in _config_tables(project_dir):
+        for entry in _list(table.get("index")):
+            if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+                if entry.get("default") is True:
+                    default = default or entry["url"]
+                else:
+                    extras.append(entry["url"])
+        configured = table.get("index-url")
+        if isinstance(configured, str):
+            default = default or configured
+        extras += [e for e in _list(table.get("extra-index-url")) if isinstance(e, str)]
+        links += [e for e in _list(table.get("find-links")) if isinstance(e, str)]
+    urls = tuple(dict.fromkeys([default or DEFAULT_INDEX, *extras]))
+    for url in (*urls, *links):
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            raise SafePipError(
+                f"{parts.hostname}: index URLs with credentials are not supported yet "
+                "(build code would see them); use an index without a password"
+            )
+    return urls, tuple(dict.fromkeys(links))
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []

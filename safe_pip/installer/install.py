@@ -1,70 +1,79 @@
-"""``safe-pip install``: resolve, build, install -- package code only ever in a sandbox.
+"""``safe-pip install``: package code only ever runs in a sandbox, and never where it
+could write anything that persists.
 
-The three phases of docs/install-design.md:
+Two routes (docs/install-design.md):
 
-1. **resolve** -- ``uv pip compile --format pylock.toml`` in the build sandbox.  It may
-   run package code (metadata of sdists), so it writes only a throw-away cache and
-   the lock file.
-2. **build** -- every locked package without a wheel for the target interpreter is
-   downloaded here (the sdist URL and sha256 come from the lock) and built by
-   :mod:`safe_pip.installer.build`, one sandbox per sdist, which hands back only a
-   checked wheel of that very project.
-3. **install** -- ``uv pip install --no-build --no-deps`` of the exact pins, the built
-   wheels offered through ``--find-links``.  ``--no-build`` means no package code
-   runs, so this is the only phase allowed to write the venv.  It still runs in the
-   sandbox (uv unpacks archives from the network), with the venv writable.
+* **wheels only** -- ``uv pip install --no-build``: when every requirement can be met
+  by wheels, no package code runs at all, so uv (trusted) installs directly, with the
+  venv and the shared cache writable, like a bare ``uv pip install``.  Like pip's
+  ``--prefer-binary``, this prefers the newest version *with a wheel*.
+* **staged** -- when something must be built: (1) ``uv pip compile --format
+  pylock.toml`` in a sandbox with a private cache and no venv write (sdist metadata
+  builds run here); (2) each sdist and local project built in its own sandbox that
+  hands back one checked wheel; (3) ``uv pip install --no-build --no-deps`` of the
+  exact pins and the built wheels: no package code, the only phase writing the venv.
 
-Every phase has its own private uv cache, thrown away afterwards: nothing a build
-writes is ever read by a later install (there is no shared cache yet, so nothing is
-warm either; see the design notes).
+Either way uv runs the venv's interpreter to query it, which executes the venv's
+``*.pth`` start-up code; the shared cache is writable only when that code is known
+to be inert (:func:`safe_pip.installer.audit.startup_code`), else a private cache is
+used.  After the install the audit lists what was added that runs code later;
+``--strict`` turns findings into a failure that puts the venv back as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 import subprocess
 import sys
 
 from safe_pip._records import field, mutable_record, record
 from safe_pip.errors import SafePipError
-from safe_pip.installer.build import build_in_sandbox
-from safe_pip.installer.indexes import allowed_hosts, host_pattern
+from safe_pip.installer.indexes import local_path
 from safe_pip.installer.sandboxed_uv import index_arguments, run_uv_sandboxed
 from safe_pip.installer.uv_binary import find_uv
 from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from safe_pip.installer.lock import LockedPackage
 
-DEFAULT_INDEX = "https://pypi.org/simple"
+#: uv's words when ``--no-build`` left a requirement without a usable wheel.
+_NEEDS_BUILD = re.compile(r"has no usable wheels|building from source is disabled", re.I)
+_NO_WHEEL_NAME = re.compile(r"Because (\S+?)(?:==\S+)? has no usable wheels", re.I)
 
 
 @record
 class InstallRequest:
     """What the user asked for, with every path absolute."""
 
-    packages: tuple[str, ...]
+    packages: tuple[str, ...]  # requirement specifiers
     requirement_files: tuple[str, ...]
     venv: str
     python: str | None
     index_urls: tuple[str, ...]
+    constraint_files: tuple[str, ...] = ()
+    editables: tuple[str, ...] = ()  # project directories
+    local_sources: tuple[str, ...] = ()  # project directories, sdists, wheels
+    find_links: tuple[str, ...] = ()  # URLs, or absolute folders
     no_build: bool = False
+    strict: bool = False
+    exact: bool = False  # sync: also remove what was not asked for
     extra_hosts: tuple[str, ...] = ()
     extra_reads: tuple[str, ...] = ()
     allow_degraded: bool = False
 
-
-@record
-class LockedPackage:
-    """One entry of the resolution: its pin, and how it can be had."""
-
-    name: str
-    version: str
-    wheel_tags: tuple[frozenset[str], ...]  # the tag set of each wheel file
-    sdist_url: str | None
-    sdist_sha256: str | None
+    def local_paths(self) -> tuple[str, ...]:
+        """Everything local the command names: the reads its sandboxes get."""
+        indexes = (local_path(u) for u in (*self.index_urls, *self.find_links))
+        return (
+            *self.requirement_files,
+            *self.constraint_files,
+            *self.editables,
+            *self.local_sources,
+            *(path for path in indexes if path is not None),
+            *self.extra_reads,
+        )
 
 
 @mutable_record
@@ -72,7 +81,12 @@ class InstallOutcome:
     """What happened, for the human summary and ``--json``."""
 
     installed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
     built: list[str] = field(default_factory=list)
+    findings: list[dict[str, object]] = field(default_factory=list)
+    finding_lines: list[str] = field(default_factory=list)
+    route: str = "wheels-only"
+    shared_cache: bool = False
     created_venv: bool = False
     problem: str | None = None
     exit_code: int = 0
@@ -101,218 +115,309 @@ def ensure_venv(venv: str, python: str | None) -> bool:
     return True
 
 
-def supported_tags(python: str) -> frozenset[str]:
-    """The wheel tags ``python`` accepts, computed by that interpreter itself.
+def installed_distributions(venv: str) -> dict[str, str]:
+    """name -> version of every ``*.dist-info`` in the venv, from directory names only."""
+    from safe_pip.installer.audit import site_packages_dirs
 
-    Run with ``-I -S``: no site-packages, so none of the venv's ``*.pth`` files (code
-    that earlier installs may have added) runs outside a sandbox.  safe-pip's own
-    ``packaging`` is put on the path explicitly; it supports every Python we do.
-    """
-    import packaging
-
-    packaging_root = os.path.dirname(os.path.dirname(os.path.abspath(packaging.__file__)))
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from packaging.tags import sys_tags; "
-        "print('\\n'.join(str(t) for t in sys_tags()))"
-    )
-    result = subprocess.run(
-        [python, "-I", "-S", "-c", code, packaging_root],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SafePipError(f"cannot ask {python} which wheels it supports")
-    return frozenset(result.stdout.split())
-
-
-def parse_lock(text: str) -> list[LockedPackage]:
-    """The packages of a PEP 751 ``pylock.toml`` written by ``uv pip compile``."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
-    from packaging.utils import parse_wheel_filename
-
-    packages = []
-    for entry in tomllib.loads(text).get("packages", []):
-        tag_sets = []
-        for wheel in entry.get("wheels", []):
-            filename = wheel.get("name") or wheel["url"].rsplit("/", 1)[-1]
-            _, _, _, tags = parse_wheel_filename(filename)
-            tag_sets.append(frozenset(str(t) for t in tags))
-        sdist = entry.get("sdist") or {}
-        packages.append(
-            LockedPackage(
-                name=entry["name"],
-                version=entry["version"],
-                wheel_tags=tuple(tag_sets),
-                sdist_url=sdist.get("url"),
-                sdist_sha256=(sdist.get("hashes") or {}).get("sha256"),
-            )
-        )
-    return packages
-
-
-def needs_build(package: LockedPackage, tags: frozenset[str]) -> bool:
-    return not any(wheel & tags for wheel in package.wheel_tags)
-
-
-def fetch_sdist(package: LockedPackage, directory: str, index_urls: Sequence[str]) -> str:
-    """Download a locked sdist and check its sha256 against the lock.
-
-    The lock was written inside the resolution sandbox, where build code ran too, so
-    it is not trusted further than this: the sdist must come from one of the indexes'
-    hosts over http(s) -- this process fetches it unsandboxed, and must not be talked
-    into fetching, say, the cloud metadata service for a build to read.
-    """
-    import urllib.request
-
-    if package.sdist_url is None or package.sdist_sha256 is None:
-        raise SafePipError(f"{package.name} {package.version} has neither a usable wheel nor sdist")
-    try:
-        source = host_pattern(package.sdist_url)
-    except SafePipError:
-        source = None
-    if source is None or source not in allowed_hosts(list(index_urls)):
-        raise SafePipError(
-            f"the resolution names an sdist of {package.name} outside the indexes; refusing it"
-        )
-    path = os.path.join(directory, package.sdist_url.rsplit("/", 1)[-1].split("#")[0])
-    digest = hashlib.sha256()
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(package.sdist_url, timeout=60) as response, open(path, "wb") as out:
-        while chunk := response.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    if digest.hexdigest() != package.sdist_sha256:
-        raise SafePipError(f"{os.path.basename(path)}: sha256 does not match the resolution")
-    return path
+    found = {}
+    for site in site_packages_dirs(venv):
+        for entry in os.listdir(site):
+            if entry.endswith(".dist-info"):
+                name, _, version = entry[: -len(".dist-info")].partition("-")
+                found[name.lower().replace("_", "-")] = version
+    return found
 
 
 def install(request: InstallRequest) -> InstallOutcome:
-    """Resolve, build and install; on failure a venv created here is removed again."""
+    """Install; on failure (or ``--strict`` findings) leave the venv as it was."""
+    from safe_pip.installer.audit import describe, findings_to_json, new_findings, snapshot
+    from safe_pip.installer.rollback import VenvBackup
+
     outcome = InstallOutcome()
     outcome.created_venv = ensure_venv(request.venv, request.python)
+    backup = None
+    if request.strict and not outcome.created_venv:
+        backup = VenvBackup.take(request.venv)
+    before_state = snapshot(request.venv)
+    before = installed_distributions(request.venv)
     try:
         _install_into(request, outcome)
+        if outcome.problem is None:
+            findings = new_findings(request.venv, before_state)
+            outcome.findings = findings_to_json(findings)
+            outcome.finding_lines = [describe(f) for f in findings]
+            if request.strict and findings:
+                outcome.problem = (
+                    f"--strict: the install added {len(findings)} thing(s) that run code "
+                    "later (listed above); the venv is left as it was"
+                )
+                outcome.exit_code = 1
+        after = installed_distributions(request.venv)
+        outcome.installed = sorted(f"{n}=={v}" for n, v in after.items() if before.get(n) != v)
+        outcome.removed = sorted(f"{n}=={v}" for n, v in before.items() if n not in after)
+        if outcome.problem is not None and backup is not None:
+            backup.restore()
+            backup = None
     except BaseException:
         if outcome.created_venv:
             remove_tree(request.venv)
+        elif backup is not None:
+            backup.restore()
+            backup = None
         raise
+    finally:
+        if backup is not None:
+            backup.discard()
     if outcome.problem is not None and outcome.created_venv:
         remove_tree(request.venv)
     return outcome
 
 
 def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
-    python = venv_python(request.venv)
-    work = make_private_dir()  # trusted scratch: the lock, sdists, built wheels
+    from safe_pip.installer.audit import startup_code
+    from safe_pip.installer.cache import shared_cache_dir
+
+    # uv will run the venv's interpreter; its start-up code must be inert before uv
+    # gets a cache that later installs read.
+    shared = None if startup_code(request.venv) else shared_cache_dir()
+    outcome.shared_cache = shared is not None
+    work = make_private_dir()  # trusted scratch: requirements, the lock, wheels
     try:
-        lock = _resolve(request, work)
-        if lock is None:
-            outcome.problem, outcome.exit_code = "resolution failed (see uv's message above)", 1
-            return
-        packages = parse_lock(lock)
-        tags = supported_tags(python)
-        to_build = [p for p in packages if needs_build(p, tags)]
-        if to_build and request.no_build:
-            names = ", ".join(f"{p.name} {p.version}" for p in to_build)
-            outcome.problem = f"--no-build: no wheel for this Python: {names}"
-            outcome.exit_code = 1
-            return
-        wheels = os.path.join(work, "wheels")
-        os.mkdir(wheels)
-        for package in to_build:
-            sdist = fetch_sdist(package, work, request.index_urls)
-            result = build_in_sandbox(
-                sdist,
-                wheels,
-                python=python,
-                index_urls=request.index_urls,
-                extra_hosts=request.extra_hosts,
-                allow_degraded=request.allow_degraded,
-            )
-            if result.wheel is None:
-                outcome.problem, outcome.exit_code = result.problem, result.exit_code or 1
+        if not request.editables and not request.local_sources:
+            if _wheels_only(request, work, shared, outcome):
                 return
-            outcome.built.append(f"{package.name}=={package.version}")
-        pins = [f"{p.name}=={p.version}" for p in packages]
-        code = _install_pins(request, work, wheels, pins)
-        if code != 0:
-            outcome.problem, outcome.exit_code = "installing the resolved packages failed", code
-            return
-        outcome.installed = pins
+            if outcome.problem is not None:
+                return
+        outcome.route = "staged"
+        _staged(request, work, shared, outcome)
     finally:
         remove_tree(work)
 
 
-def _uv_in_sandbox(
+def _requirements_file(request: InstallRequest, work: str, extra: list[str]) -> str:
+    path = os.path.join(work, "requirements.in")
+    lines = [*request.packages, *extra]
+    lines += [f"-r {file}" for file in request.requirement_files]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(line + "\n" for line in lines)
+    return path
+
+
+def _resolution_flags(request: InstallRequest) -> list[str]:
+    flags = [*index_arguments(request.index_urls)]
+    for file in request.constraint_files:
+        flags += ["-c", file]
+    for link in request.find_links:
+        flags += ["--find-links", link]
+    return flags
+
+
+def _uv(
     request: InstallRequest,
     args: list[str],
     *,
-    box: str,
-    reads: tuple[str, ...],
-    writes: tuple[str, ...],
+    reads: tuple[str, ...] = (),
+    writes: tuple[str, ...] = (),
+    shared_cache: str | None = None,
+    output: str | None = None,
 ) -> int:
-    """``uv ARGS --python <the venv's> <index flags>`` in the build sandbox."""
+    """``uv ARGS --python <the venv's>`` in the build sandbox, in a fresh private dir."""
+    from safe_pip.installer.audit import INERT_STARTUP_ENV
+
     python = venv_python(request.venv)
-    return run_uv_sandboxed(
-        [*args, "--python", python, *index_arguments(request.index_urls)],
-        python=python,
-        private_dir=box,
-        reads=reads,
-        writes=writes,
-        index_urls=request.index_urls,
-        extra_hosts=request.extra_hosts,
-        allow_degraded=request.allow_degraded,
-    )
-
-
-def _resolve(request: InstallRequest, work: str) -> str | None:
-    """Phase 1; returns the lock file's text, or None when uv failed."""
-    requirements = os.path.join(work, "requirements.in")
-    with open(requirements, "w", encoding="utf-8") as handle:
-        handle.writelines(line + "\n" for line in request.packages)
     box = make_private_dir()
     try:
-        out = os.path.join(box, "out")
-        os.mkdir(out)
-        lock = os.path.join(out, "pylock.toml")
-        args = ["pip", "compile", "--quiet", "--format", "pylock.toml", requirements]
-        args += [*request.requirement_files, "-o", lock]
-        if request.no_build:
-            args.append("--no-build")
-        code = _uv_in_sandbox(
-            request,
-            args,
-            box=box,
-            reads=(requirements, *request.requirement_files, *request.extra_reads),
-            writes=(out,),
+        return run_uv_sandboxed(
+            [*args, "--python", python],
+            python=python,
+            private_dir=box,
+            reads=(*request.local_paths(), *reads),
+            writes=writes,
+            index_urls=[*request.index_urls, *request.find_links],
+            extra_hosts=request.extra_hosts,
+            allow_degraded=request.allow_degraded,
+            shared_cache=shared_cache,
+            output=output,
+            extra_env=INERT_STARTUP_ENV,
         )
-        if code != 0:
-            return None
-        try:  # never follow a link the sandbox may have planted in its output
-            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return None
-        with open(fd, encoding="utf-8") as handle:
-            return handle.read()
     finally:
         remove_tree(box)
 
 
-def _install_pins(request: InstallRequest, work: str, wheels: str, pins: list[str]) -> int:
-    """Phase 3: exact pins, no builds, no dependency resolution; the venv writable."""
+def _wheels_only(
+    request: InstallRequest, work: str, shared: str | None, outcome: InstallOutcome
+) -> bool:
+    """Try the route that runs no package code; True when it installed everything.
+
+    uv's output is held back: when the only trouble was a requirement without a
+    wheel, the staged route takes over and uv's complaint would only confuse.
+    """
+    requirements = _requirements_file(request, work, [])
+    verb = ["pip", "sync"] if request.exact else ["pip", "install"]
+    args = [*verb, "--quiet", "--no-build", "-r", requirements, *_resolution_flags(request)]
+    log = os.path.join(work, "wheels-only.log")
+    code = _uv(
+        request,
+        args,
+        reads=(requirements,),
+        writes=(request.venv,),
+        shared_cache=shared,
+        output=log,
+    )
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    if code == 0:
+        sys.stderr.write(text)
+        return True
+    if _NEEDS_BUILD.search(text) and not request.no_build:
+        return False
+    sys.stderr.write(text)
+    if _NEEDS_BUILD.search(text):
+        names = ", ".join(dict.fromkeys(_NO_WHEEL_NAME.findall(text))) or "some packages"
+        outcome.problem = f"--no-build: no wheel for this Python: {names}"
+    else:
+        outcome.problem = "uv could not install the requirements (see its message above)"
+    outcome.exit_code = code if 0 < code < 125 else 1
+    if code >= 125:
+        outcome.problem, outcome.exit_code = "the install sandbox could not start", code
+    return False
+
+
+def _staged(
+    request: InstallRequest, work: str, shared: str | None, outcome: InstallOutcome
+) -> None:
+    """Resolve in a sandbox, build each sdist/project in its own, install the result."""
+    from safe_pip.installer.lock import needs_build, supported_tags
+
+    packages = _resolve(request, work)
+    if packages is None:
+        outcome.problem, outcome.exit_code = "resolution failed (see uv's message above)", 1
+        return
+    tags = supported_tags(venv_python(request.venv))
+    to_build = [p for p in packages if not p.local and needs_build(p, tags)]
+    local_builds = [s for s in request.local_sources if not s.endswith(".whl")]
+    if request.no_build and (to_build or local_builds or request.editables):
+        names = [f"{p.name} {p.version}" for p in to_build]
+        names += [os.path.basename(s) for s in (*local_builds, *request.editables)]
+        outcome.problem = f"--no-build: no wheel for this Python: {', '.join(names)}"
+        outcome.exit_code = 1
+        return
+    wheels = os.path.join(work, "wheels")
+    os.mkdir(wheels)
+    built = _build_all(request, work, wheels, to_build, local_builds, outcome)
+    if built is None:
+        return
+    from safe_pip.installer.collisions import foreign_files
+
+    for wheel in built:
+        clashes = foreign_files(wheel, request.venv)
+        if clashes:
+            outcome.problem = (
+                f"{os.path.basename(wheel)} would overwrite files it does not own: "
+                f"{', '.join(clashes[:3])}; refusing it"
+            )
+            outcome.exit_code = 1
+            return
+    built_names = {_wheel_project(w) for w in built}
+    pins = [
+        f"{p.name}=={p.version}"
+        for p in packages
+        if not p.local and p.version is not None and _canonical(p.name) not in built_names
+    ]
+    pins += built
+    pins += [s for s in request.local_sources if s.endswith(".whl")]
+    code = _install_pins(request, work, pins, shared)
+    if code != 0:
+        outcome.problem, outcome.exit_code = "installing the resolved packages failed", code
+        return
+
+
+def _canonical(name: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return str(canonicalize_name(name))
+
+
+def _wheel_project(wheel: str) -> str:
+    from packaging.utils import parse_wheel_filename
+
+    return str(parse_wheel_filename(os.path.basename(wheel))[0])
+
+
+def _build_all(
+    request: InstallRequest,
+    work: str,
+    wheels: str,
+    to_build: list[LockedPackage],
+    local_builds: list[str],
+    outcome: InstallOutcome,
+) -> list[str] | None:
+    """Every build this install needs, each in its own sandbox; None on failure."""
+    from safe_pip.installer.build import build_in_sandbox
+    from safe_pip.installer.editable import build_editable_in_sandbox
+    from safe_pip.installer.lock import fetch_sdist
+
+    python = venv_python(request.venv)
+    common = {
+        "python": python,
+        "index_urls": request.index_urls,
+        "extra_hosts": request.extra_hosts,
+        "allow_degraded": request.allow_degraded,
+    }
+    built = []
+    jobs: list[tuple[str, str, bool]] = []  # (label, source, editable)
+    for package in to_build:
+        sdist = fetch_sdist(package, work, request.index_urls, request.find_links)
+        jobs.append((f"{package.name}=={package.version}", sdist, False))
+    jobs += [(os.path.basename(s), s, False) for s in local_builds]
+    jobs += [(f"-e {s}", s, True) for s in request.editables]
+    for label, source, editable in jobs:
+        if editable:
+            result = build_editable_in_sandbox(source, wheels, **common)  # type: ignore[arg-type]
+        else:
+            result = build_in_sandbox(source, wheels, **common)  # type: ignore[arg-type]
+        if result.wheel is None:
+            outcome.problem, outcome.exit_code = result.problem, result.exit_code or 1
+            return None
+        built.append(result.wheel)
+        outcome.built.append(label)
+    return built
+
+
+def _resolve(request: InstallRequest, work: str) -> list[LockedPackage] | None:
+    """Phase 1: the resolution, or None when uv failed."""
+    from safe_pip.installer.lock import parse_lock
+
+    extra = [*request.local_sources, *(f"-e {path}" for path in request.editables)]
+    requirements = _requirements_file(request, work, extra)
+    out = os.path.join(work, "lock")
+    os.mkdir(out)
+    lock = os.path.join(out, "pylock.toml")
+    args = ["pip", "compile", "--quiet", "--format", "pylock.toml", requirements, "-o", lock]
+    args += _resolution_flags(request)
+    if request.no_build:
+        args.append("--no-build")
+    if _uv(request, args, reads=(requirements,), writes=(out,)) != 0:
+        return None
+    try:  # never follow a link the sandbox may have planted in its output
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, encoding="utf-8") as handle:
+        return parse_lock(handle.read(), out)
+
+
+def _install_pins(request: InstallRequest, work: str, pins: list[str], shared: str | None) -> int:
+    """Phase 3: exact pins and built wheels, no builds, no resolution; venv writable."""
     pinned = os.path.join(work, "pinned.txt")
     with open(pinned, "w", encoding="utf-8") as handle:
         handle.writelines(pin + "\n" for pin in pins)
-    box = make_private_dir()
-    try:
-        args = ["pip", "install", "--quiet", "--no-build", "--no-deps", "-r", pinned]
-        args += ["--find-links", wheels]
-        return _uv_in_sandbox(
-            request, args, box=box, reads=(pinned, wheels), writes=(request.venv,)
-        )
-    finally:
-        remove_tree(box)
+    verb = ["pip", "sync"] if request.exact else ["pip", "install", "--no-deps"]
+    args = [*verb, "--quiet", "--no-build", "-r", pinned, *_resolution_flags(request)]
+    return _uv(
+        request,
+        args,
+        reads=(pinned, os.path.join(work, "wheels")),
+        writes=(request.venv,),
+        shared_cache=shared,
+    )

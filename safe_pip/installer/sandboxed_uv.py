@@ -16,11 +16,11 @@ import os
 from safe_pip._records import replace
 from safe_pip.installer.indexes import allowed_hosts
 from safe_pip.installer.uv_binary import find_uv
-from safe_pip.policy.model import EnvPolicy
+from safe_pip.policy.model import EnvPolicy, FilesystemPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from safe_pip.launcher.plan import SandboxPlan
 
@@ -46,11 +46,48 @@ def run_uv_sandboxed(
     index_urls: Sequence[str],
     extra_hosts: Sequence[str] = (),
     allow_degraded: bool = False,
+    shared_cache: str | None = None,
+    output: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run ``uv UV_ARGS`` sandboxed; returns its exit code (safe-run's conventions).
+    """Run ``uv UV_ARGS`` sandboxed; see :func:`run_in_build_sandbox`."""
+    return run_in_build_sandbox(
+        [find_uv(), *uv_args],
+        python=python,
+        private_dir=private_dir,
+        reads=reads,
+        writes=writes,
+        index_urls=index_urls,
+        extra_hosts=extra_hosts,
+        allow_degraded=allow_degraded,
+        shared_cache=shared_cache,
+        output=output,
+        extra_env=extra_env,
+    )
+
+
+def run_in_build_sandbox(
+    argv: Sequence[str],
+    *,
+    python: str,
+    private_dir: str,
+    reads: Sequence[str] = (),
+    writes: Sequence[str] = (),
+    index_urls: Sequence[str],
+    extra_hosts: Sequence[str] = (),
+    allow_degraded: bool = False,
+    shared_cache: str | None = None,
+    output: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    protected: Sequence[str] = (),
+) -> int:
+    """Run ARGV in the build sandbox; returns its exit code (safe-run's conventions).
 
     ``private_dir`` (from :func:`~safe_pip.launcher.scratch.make_private_dir`) holds
-    the sandbox's HOME, TMPDIR and a ``uv-cache`` created here; the caller removes it.
+    the sandbox's HOME, TMPDIR and, unless ``shared_cache`` names the persistent
+    cache (only for runs that cannot execute package code, see
+    :mod:`safe_pip.installer.cache`), a ``uv-cache`` created here; the caller removes
+    it.  ``output`` is a file that receives stdout and stderr (default: our stderr).
     """
     from safe_pip.launcher.plan import build_plan
     from safe_pip.policy.loader import CliOverrides, load_policy
@@ -60,7 +97,7 @@ def run_uv_sandboxed(
     # not in uv's built-in roots): paths, not secrets; readable, and passed on.
     trust = [name for name in TRUST_STORE_VARIABLES if os.environ.get(name)]
     reads = (*reads, *(os.environ[name] for name in trust))
-    cache = os.path.join(private_dir, "uv-cache")
+    cache = shared_cache or os.path.join(private_dir, "uv-cache")
     os.makedirs(cache, mode=0o700, exist_ok=True)
     overrides = CliOverrides(
         allow_read=(uv, *reads),
@@ -81,9 +118,11 @@ def run_uv_sandboxed(
         ("UV_NO_CONFIG", "1"),
         ("UV_PYTHON_DOWNLOADS", "never"),
         ("UV_NO_PROGRESS", "1"),
+        *(extra_env or {}).items(),
     )
     policy = replace(
         policy,
+        filesystem=_with_cache(policy.filesystem, shared_cache, protected),
         env=EnvPolicy(
             pass_names=(*policy.env.pass_names, *trust),
             set_values=(*policy.env.set_values, *uv_settings),
@@ -92,7 +131,7 @@ def run_uv_sandboxed(
     plan = build_plan(
         policy,
         "command",
-        [uv, *uv_args],
+        list(argv),
         python=python,
         venv=None,
         private_dir=private_dir,
@@ -100,22 +139,45 @@ def run_uv_sandboxed(
         cwd=private_dir,
         allow_degraded=allow_degraded,
     )
-    return _run_quietly(plan)
+    return _run_quietly(plan, output)
 
 
-def _run_quietly(plan: SandboxPlan) -> int:
-    """Run with stdin on /dev/null and stdout on our stderr: uv's and the build's
-    output are diagnostics, and the caller's stdout carries results (``--json``)."""
+def _with_cache(
+    filesystem: FilesystemPolicy, shared_cache: str | None, protected: Sequence[str]
+) -> FilesystemPolicy:
+    """Add ``protected``; lift the deny and protection of the shared cache for the
+    runs that may write it (they run no package code, see safe_pip.installer.cache)."""
+    if shared_cache is None:
+        return replace(filesystem, protected=(*filesystem.protected, *protected))
+    root = os.path.dirname(shared_cache)
+    return replace(
+        filesystem,
+        deny=tuple(path for path in filesystem.deny if path != shared_cache),
+        protected=(*(path for path in filesystem.protected if path != root), *protected),
+    )
+
+
+def _run_quietly(plan: SandboxPlan, output: str | None) -> int:
+    """Run with stdin on /dev/null and stdout on our stderr (or both on ``output``):
+    uv's and the build's output are diagnostics, and the caller's stdout carries
+    results (``--json``)."""
     from safe_pip.launcher.supervisor import run_sandboxed
 
-    saved_in, saved_out = os.dup(0), os.dup(1)
+    saved = [os.dup(0), os.dup(1), os.dup(2)]
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    sink = None
+    if output is not None:
+        sink = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         os.dup2(null, 0)
-        os.dup2(2, 1)
+        if sink is None:
+            os.dup2(2, 1)
+        else:
+            os.dup2(sink, 1)
+            os.dup2(sink, 2)
         return run_sandboxed(plan)
     finally:
-        os.dup2(saved_in, 0)
-        os.dup2(saved_out, 1)
-        for fd in (saved_in, saved_out, null):
+        for fd, original in enumerate(saved):
+            os.dup2(original, fd)
+        for fd in (*saved, null, *([sink] if sink is not None else [])):
             os.close(fd)

@@ -171,6 +171,8 @@ def load_policy(
     # in namespace mode, so the denied directory cannot be renamed away and replaced.
     for root in cache.roots:
         merger.deny.setdefault(root + "/policy")
+        # safe-pip's install cache: code that can write it poisons later installs.
+        merger.deny.setdefault(root + "/uv")
     protected += cache.roots
     if not builtin_only and (pyproject is not None or not _holds_everything(project_dir, home_str)):
         merger.read.setdefault(project_dir)
