@@ -104,6 +104,7 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
                     "shared_cache": outcome.shared_cache,
                     "created_venv": outcome.created_venv,
                     "findings": outcome.findings,
+                    "wrapped_scripts": outcome.wrapped,
                     "problem": outcome.problem,
                 }
             )
@@ -139,6 +140,9 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
 @click.option(
     "--strict", is_flag=True, help="Fail, and undo, if the install adds code that runs later."
 )
+@click.option(
+    "--wrap-scripts", is_flag=True, help="Make the new console scripts run under safe-run."
+)
 @click.option("--allow-host", multiple=True, help="Also reachable during builds (host[:port]).")
 @click.option("--allow-read", multiple=True, type=click.Path(), help="Also readable by builds.")
 @click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
@@ -155,6 +159,7 @@ def install(
     find_links: tuple[str, ...],
     no_build: bool,
     strict: bool,
+    wrap_scripts: bool,
     allow_host: tuple[str, ...],
     allow_read: tuple[str, ...],
     allow_degraded: bool,
@@ -184,11 +189,105 @@ def install(
         index_urls=urls,
         no_build=no_build,
         strict=strict,
+        wrap_scripts=wrap_scripts,
         extra_hosts=allow_host,
         extra_reads=tuple(os.path.abspath(p) for p in allow_read),
         allow_degraded=allow_degraded,
     )
     report_outcome(run_install(request), request.venv, as_json)
+
+
+@cli.command()
+@click.option(
+    "--venv", type=click.Path(), help="Target venv (default: $VIRTUAL_ENV, else PROJECT/.venv)."
+)
+@click.option("--python", help="Interpreter for a venv this command creates.")
+@click.option("--no-build", is_flag=True, help="Refuse sdists: no package code runs at all.")
+@click.option(
+    "--strict", is_flag=True, help="Fail, and undo, if the sync adds code that runs later."
+)
+@click.option("--allow-host", multiple=True, help="Also reachable during builds (host[:port]).")
+@click.option("--allow-read", multiple=True, type=click.Path(), help="Also readable by builds.")
+@click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def sync(
+    venv: str | None,
+    python: str | None,
+    no_build: bool,
+    strict: bool,
+    allow_host: tuple[str, ...],
+    allow_read: tuple[str, ...],
+    allow_degraded: bool,
+    as_json: bool,
+) -> None:
+    """Install the project around the working directory: its uv.lock, else its dependencies."""
+    import os
+
+    from safe_pip.installer import sync as syncing
+    from safe_pip.installer.indexes import configured_indexes
+    from safe_pip.installer.install import InstallRequest
+    from safe_pip.installer.install import install as run_install
+    from safe_pip.launcher.scratch import make_private_dir, remove_tree
+
+    project_dir = _project_dir()
+    if project_dir is None:
+        raise SafePipError("no pyproject.toml here or above; run sync inside a project")
+    data = syncing.load_pyproject(project_dir)
+    urls, links = configured_indexes(None, (), (), project_dir)
+    target = os.path.abspath(
+        venv or os.environ.get("VIRTUAL_ENV") or os.path.join(project_dir, ".venv")
+    )
+    work = make_private_dir()
+    try:
+        locked = os.path.isfile(os.path.join(project_dir, "uv.lock"))
+        files: tuple[str, ...] = ()
+        specifiers: tuple[str, ...] = ()
+        editables: list[str] = []
+        local: list[str] = []
+        if locked:
+            exported = os.path.join(work, "uv-lock.txt")
+            syncing.export_lock(project_dir, exported)
+            editables, local = syncing.split_local_lines(exported, project_dir)
+            files = (exported,)
+        else:
+            specifiers = tuple(syncing.declared_requirements(data))
+        if syncing.is_packaged(data):
+            editables.insert(0, project_dir)
+        request = InstallRequest(
+            packages=specifiers,
+            requirement_files=files,
+            editables=tuple(editables),
+            local_sources=tuple(local),
+            find_links=tuple(_local_or_url(f) for f in links),
+            venv=target,
+            python=python,
+            index_urls=urls,
+            no_build=no_build,
+            strict=strict,
+            exact=locked,
+            extra_hosts=allow_host,
+            extra_reads=tuple(os.path.abspath(p) for p in allow_read),
+            allow_degraded=allow_degraded,
+        )
+        if not (specifiers or files or editables or local):
+            from safe_pip.installer.install import ensure_venv
+
+            ensure_venv(target, python)
+            click.echo(f"nothing to install: {project_dir} declares no dependencies")
+            return
+        report_outcome(run_install(request), target, as_json)
+    finally:
+        remove_tree(work)
+
+
+def _register_venv_commands() -> None:
+    from safe_pip.cli.pip_venv import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register_venv_commands()
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ class InstallRequest:
     find_links: tuple[str, ...] = ()  # URLs, or absolute folders
     no_build: bool = False
     strict: bool = False
+    wrap_scripts: bool = False
     exact: bool = False  # sync: also remove what was not asked for
     extra_hosts: tuple[str, ...] = ()
     extra_reads: tuple[str, ...] = ()
@@ -85,6 +86,7 @@ class InstallOutcome:
     built: list[str] = field(default_factory=list)
     findings: list[dict[str, object]] = field(default_factory=list)
     finding_lines: list[str] = field(default_factory=list)
+    wrapped: list[str] = field(default_factory=list)
     route: str = "wheels-only"
     shared_cache: bool = False
     created_venv: bool = False
@@ -152,6 +154,11 @@ def install(request: InstallRequest) -> InstallOutcome:
                     "later (listed above); the venv is left as it was"
                 )
                 outcome.exit_code = 1
+            elif request.wrap_scripts:
+                from safe_pip.installer.wrap import wrap_scripts
+
+                scripts = [f.path for f in findings if f.kind.endswith("-script")]
+                outcome.wrapped = wrap_scripts(request.venv, [os.path.basename(p) for p in scripts])
         after = installed_distributions(request.venv)
         outcome.installed = sorted(f"{n}=={v}" for n, v in after.items() if before.get(n) != v)
         outcome.removed = sorted(f"{n}=={v}" for n, v in before.items() if n not in after)
@@ -201,6 +208,13 @@ def _requirements_file(request: InstallRequest, work: str, extra: list[str]) -> 
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines(line + "\n" for line in lines)
     return path
+
+
+def _verb(request: InstallRequest, requirements: str, *install_flags: str) -> list[str]:
+    """``pip sync FILE`` for an exact sync, else ``pip install [FLAGS] -r FILE``."""
+    if request.exact:
+        return ["pip", "sync", requirements]
+    return ["pip", "install", *install_flags, "-r", requirements]
 
 
 def _resolution_flags(request: InstallRequest) -> list[str]:
@@ -253,8 +267,7 @@ def _wheels_only(
     wheel, the staged route takes over and uv's complaint would only confuse.
     """
     requirements = _requirements_file(request, work, [])
-    verb = ["pip", "sync"] if request.exact else ["pip", "install"]
-    args = [*verb, "--quiet", "--no-build", "-r", requirements, *_resolution_flags(request)]
+    args = [*_verb(request, requirements), "--quiet", "--no-build", *_resolution_flags(request)]
     log = os.path.join(work, "wheels-only.log")
     code = _uv(
         request,
@@ -412,8 +425,8 @@ def _install_pins(request: InstallRequest, work: str, pins: list[str], shared: s
     pinned = os.path.join(work, "pinned.txt")
     with open(pinned, "w", encoding="utf-8") as handle:
         handle.writelines(pin + "\n" for pin in pins)
-    verb = ["pip", "sync"] if request.exact else ["pip", "install", "--no-deps"]
-    args = [*verb, "--quiet", "--no-build", "-r", pinned, *_resolution_flags(request)]
+    args = [*_verb(request, pinned, "--no-deps"), "--quiet", "--no-build"]
+    args += _resolution_flags(request)
     return _uv(
         request,
         args,

@@ -1,0 +1,379 @@
+"""``safe-pip install`` and ``sync`` features beyond the basics, end to end.
+
+Real uv, a real local index, real sandboxes: local and editable projects, find-links
+folders, constraints, uv's own index configuration, the two install routes
+(wheels only / staged), the shared cache and who may write it, ``--strict``,
+``--wrap-scripts``, built wheels that try to overwrite other packages, ``sync``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from net_servers import make_wheel
+from pkg_index import (
+    BENIGN_SDIST,
+    BENIGN_WHEEL,
+    LocalIndex,
+    benign_sdist,
+    benign_wheel,
+    uv_binary,
+    write_sdist,
+)
+from sandbox_harness import World, make_world
+from test_install_cli import SAFE_PIP, outcome, safe_pip
+
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(not SAFE_PIP.exists(), reason="safe-pip is not installed next to python"),
+]
+
+SETUPTOOLS_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{name}"
+version = "{version}"
+dependencies = {dependencies}
+
+[project.scripts]
+{name}-hi = "{module}:main"
+"""
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def shared_cache(world: World) -> Path:
+    return world.home / ".cache" / "safe-pip" / "uv"
+
+
+def make_project(root: Path, name: str, greeting: str, dependencies: str = "[]") -> Path:
+    """A src-layout setuptools project with a console script ``<name>-hi``."""
+    module = name.replace("-", "_")
+    project = root / name
+    (project / "src" / module).mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        SETUPTOOLS_PYPROJECT.format(
+            name=name, version="0.3", dependencies=dependencies, module=module
+        )
+    )
+    (project / "src" / module / "__init__.py").write_text(f"def main():\n    print({greeting!r})\n")
+    for path in (project, *project.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return project
+
+
+def run_script(venv: Path, name: str, cwd: Path | None = None) -> str:
+    ran = subprocess.run(
+        [str(venv / "bin" / name)], capture_output=True, text=True, check=False, cwd=cwd
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return ran.stdout
+
+
+def tree_state(root: Path) -> dict[str, bytes | str]:
+    """Every file's bytes (and every link's target) under ``root``."""
+    state: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        if "__pycache__" in path.parts:
+            continue
+        if path.is_symlink():
+            state[str(path.relative_to(root))] = os.readlink(path)
+        elif path.is_file():
+            state[str(path.relative_to(root))] = path.read_bytes()
+    return state
+
+
+# --- local and editable projects ------------------------------------------------------
+
+
+def test_editable_project_is_live_and_its_definition_untouched(
+    world: World, index: LocalIndex
+) -> None:
+    project = make_project(world.root, "mylib", "first", f'["{BENIGN_WHEEL}"]')
+    pyproject = (project / "pyproject.toml").read_bytes()
+    venv = world.root / "venv"
+    result = safe_pip(world, "namespace", "--venv", str(venv), "-i", index.url, "-e", str(project))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = outcome(result)
+    assert report["route"] == "staged"
+    assert {"mylib==0.3", f"{BENIGN_WHEEL}==0.1.0"} <= set(report["installed"])  # type: ignore[arg-type]
+    assert run_script(venv, "mylib-hi").strip() == "first"
+    # Editable: a change to the source shows without reinstalling.
+    (project / "src" / "mylib" / "__init__.py").write_text("def main():\n    print('second')\n")
+    assert run_script(venv, "mylib-hi").strip() == "second"
+    assert (project / "pyproject.toml").read_bytes() == pyproject
+
+
+def test_local_directory_is_built_from_a_copy(world: World, mode: str, index: LocalIndex) -> None:
+    """A non-editable local project is only read: the build works on a private copy."""
+    project = make_project(world.root, "plainlib", "plain")
+    before = tree_state(project)
+    venv = world.root / "venv"
+    result = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, str(project))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_script(venv, "plainlib-hi").strip() == "plain"
+    assert tree_state(project) == before, "the build wrote into the user's project"
+
+
+def test_find_links_folder_and_constraints(world: World, index: LocalIndex) -> None:
+    links = world.root / "links"
+    links.mkdir()
+    wheel = make_wheel("linked-only", "1.0", {"linked_only.py": b"VALUE = 'linked'\n"})
+    (links / wheel.filename).write_bytes(wheel.data)
+    for path in (links, *links.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    venv = world.root / "venv"
+    args = ("--venv", str(venv), "-i", index.url, "-f", str(links))
+    result = safe_pip(world, "namespace", *args, "linked-only")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "linked-only==1.0" in outcome(result)["installed"]  # type: ignore[operator]
+    constraints = world.root / "constraints.txt"
+    constraints.write_text(f"{BENIGN_WHEEL}>9\n")
+    constraints.chmod(0o644)
+    refused = safe_pip(world, "namespace", *args, "-c", str(constraints), BENIGN_WHEEL)
+    assert refused.returncode != 0
+    assert BENIGN_WHEEL in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_index_from_the_projects_uv_configuration(world: World, index: LocalIndex) -> None:
+    """No -i: the index comes from [tool.uv] in the project's pyproject, as for uv."""
+    pyproject = world.project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + f'\n[[tool.uv.index]]\nurl = "{index.url}"\ndefault = true\n'
+    )
+    venv = world.root / "venv"
+    result = safe_pip(world, "namespace", "--venv", str(venv), BENIGN_WHEEL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(BENIGN_WHEEL.replace("-", "_") in path for path in index.downloaded())
+
+
+# --- routes and the shared cache ------------------------------------------------------
+
+
+@pytest.fixture
+def versions_index(tmp_path: Path, index_dir: Path) -> LocalIndex:
+    """An index where ``twoway`` 1.0 has a wheel and 2.0 only an sdist."""
+    directory = tmp_path / "versions-index"
+    directory.mkdir()
+    for backend in index_dir.glob("*.whl"):
+        if not backend.name.startswith(("benign", "evil")):
+            (directory / backend.name).symlink_to(backend)
+    benign_wheel(directory, "twoway", "1.0")
+    benign_sdist(directory, "twoway", "2.0")
+    return LocalIndex(directory)
+
+
+def test_wheels_are_preferred_and_sdists_are_built_when_asked_for(
+    world: World, versions_index: LocalIndex
+) -> None:
+    with versions_index:
+        venv = world.root / "venv"
+        first = safe_pip(
+            world, "namespace", "--venv", str(venv), "-i", versions_index.url, "twoway"
+        )
+        assert first.returncode == 0, first.stderr
+        assert outcome(first)["route"] == "wheels-only"
+        assert outcome(first)["installed"] == ["twoway==1.0"]
+        assert outcome(first)["built"] == []
+        pinned = safe_pip(
+            world, "namespace", "--venv", str(venv), "-i", versions_index.url, "twoway==2.0"
+        )
+        assert pinned.returncode == 0, pinned.stderr
+        assert outcome(pinned)["route"] == "staged"
+        assert outcome(pinned)["built"] == ["twoway==2.0"]
+        fresh = world.root / "fresh"
+        nobuild = safe_pip(
+            world, "namespace", "--venv", str(fresh), "-i", versions_index.url,
+            "--no-build", "twoway==2.0",
+        )  # fmt: skip
+        assert nobuild.returncode != 0
+        assert "--no-build" in nobuild.stderr and "twoway" in nobuild.stderr
+
+
+PTH_POISON = (
+    "import os; open(os.path.join({cache!r}, 'poison-{marker}'), 'w').write('x')"
+    " if os.path.isdir({cache!r}) else None\n"
+)
+
+
+def test_venv_startup_code_never_runs_with_the_shared_cache_writable(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """uv runs the venv's interpreter, and site.py runs its ``*.pth`` lines.  An
+    earlier package's .pth must not get to write the cache later installs read."""
+    venv = world.root / "venv"
+    warm = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_WHEEL)
+    assert warm.returncode == 0, warm.stderr
+    assert outcome(warm)["shared_cache"] is True
+    cache = shared_cache(world)
+    assert any(cache.iterdir()), "the wheels-only route should have warmed the shared cache"
+    marker = secrets.token_hex(4)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    # Without safe-pip: the same kind of .pth writes into the cache uv is given.
+    plain_cache = world.root / "plain-uv-cache"
+    plain_cache.mkdir()
+    (site / "zz_plain.pth").write_text(PTH_POISON.format(cache=str(plain_cache), marker=marker))
+    env = {**world.env(), "UV_CACHE_DIR": str(plain_cache), "UV_NO_CONFIG": "1"}
+    subprocess.run(
+        [uv_binary(), "pip", "install", "--python", str(venv / "bin" / "python"),
+         "--default-index", index.url, BENIGN_SDIST, "--dry-run"],
+        env=env, capture_output=True, check=False,
+    )  # fmt: skip
+    assert (plain_cache / f"poison-{marker}").exists(), "the .pth attack does not work plainly"
+    (site / "zz_plain.pth").unlink()
+    (site / "zz_poison.pth").write_text(PTH_POISON.format(cache=str(cache), marker=marker))
+    result = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_SDIST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outcome(result)["shared_cache"] is False
+    assert not (cache / f"poison-{marker}").exists()
+
+
+def test_built_wheel_may_not_overwrite_another_packages_files(
+    world: World, index: LocalIndex, tmp_path: Path
+) -> None:
+    venv = world.root / "venv"
+    first = safe_pip(world, "namespace", "--venv", str(venv), "-i", index.url, BENIGN_WHEEL)
+    assert first.returncode == 0, first.stderr
+    package = BENIGN_WHEEL.replace("-", "_")
+    module = next((venv / "lib").glob(f"python3*/site-packages/{package}/__init__.py"))
+    genuine = module.read_bytes()
+    name = f"shadow-{secrets.token_hex(3)}"
+    setup_py = textwrap.dedent(
+        f"""\
+        import setuptools
+        setuptools.setup(name="{name}", version="0.1.0", packages=["{package}"])
+        """
+    )
+    shadow = "def main():\n    print('SHADOWED')\n"
+    write_sdist(
+        index.directory, name, "0.1.0", {"setup.py": setup_py, f"{package}/__init__.py": shadow}
+    )
+    # Plainly, uv installs the shadowing wheel over benign-wheel's module.
+    plain = world.root / "plain-venv"
+    env = {**world.env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(world.root / "uv-cache")}
+    subprocess.run([uv_binary(), "venv", "-q", "-p", "/usr/bin/python3", str(plain)], check=True)
+    installed = subprocess.run(
+        [uv_binary(), "pip", "install", "--python", str(plain / "bin" / "python"),
+         "--default-index", index.url, BENIGN_WHEEL, name],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    plain_module = next((plain / "lib").glob(f"python3*/site-packages/{package}/__init__.py"))
+    assert b"SHADOWED" in plain_module.read_bytes(), "the shadowing attack does not work plainly"
+
+    result = safe_pip(world, "namespace", "--venv", str(venv), "-i", index.url, name)
+    assert result.returncode != 0
+    assert "would overwrite files it does not own" in result.stderr
+    assert module.read_bytes() == genuine
+
+
+# --- audit, --strict, --wrap-scripts --------------------------------------------------
+
+
+def test_strict_leaves_an_existing_venv_exactly_as_it_was(world: World, index: LocalIndex) -> None:
+    venv = world.root / "venv"
+    project = make_project(world.root, "quietlib", "quiet")
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml").read_text().split("[project.scripts]")[0]
+    )
+    first = safe_pip(world, "namespace", "--venv", str(venv), "-i", index.url, str(project))
+    assert first.returncode == 0, first.stderr
+    assert outcome(first)["findings"] == []
+    before = tree_state(venv)
+    result = safe_pip(
+        world, "namespace", "--venv", str(venv), "-i", index.url, "--strict", BENIGN_WHEEL
+    )
+    assert result.returncode == 1
+    findings = outcome(result)["findings"]
+    assert [f["kind"] for f in findings] == ["console-script"]  # type: ignore[index,union-attr]
+    assert "--strict" in result.stderr
+    assert tree_state(venv) == before
+
+
+def test_wrapped_scripts_run_under_safe_run(world: World, index: LocalIndex) -> None:
+    """The wrapped console script cannot read the home secret; unwrapped it can."""
+    code = (
+        "import os\ndef main():\n    try:\n"
+        f"        print(open({str(world.home / '.ssh' / 'id_rsa')!r}).read())\n"
+        "    except OSError as exc:\n        print('DENIED', exc.errno)\n"
+    )
+    wheel = make_wheel(
+        "peeker",
+        "1.0",
+        {"peeker.py": code.encode()},
+        entry_points="[console_scripts]\npeek = peeker:main\n",
+    )
+    (index.directory / wheel.filename).write_bytes(wheel.data)
+    plain, wrapped = world.root / "plain", world.root / "wrapped"
+    for venv, extra in ((plain, ()), (wrapped, ("--wrap-scripts",))):
+        result = safe_pip(
+            world, "namespace", "--venv", str(venv), "-i", index.url, *extra, "peeker"
+        )
+        assert result.returncode == 0, result.stderr
+    assert world.secret in run_script(plain, "peek", cwd=world.project)
+    assert outcome(result)["wrapped_scripts"] == ["peek"]
+    out = run_script(wrapped, "peek", cwd=world.project)
+    assert "DENIED" in out and world.secret not in out
+
+
+# --- sync -----------------------------------------------------------------------------
+
+
+def test_sync_installs_the_lock_exactly_and_the_project_editable(
+    world: World, index: LocalIndex
+) -> None:
+    project = make_project(world.root, "synced", "synced", f'["{BENIGN_WHEEL}"]')
+    env = {**world.env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(world.root / "uv-cache")}
+    locked = subprocess.run(
+        [uv_binary(), "lock", "--default-index", index.url, "--project", str(project)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert locked.returncode == 0, locked.stderr
+    venv = world.root / "venv"
+    sync_env = {**world.env(), "UV_DEFAULT_INDEX": index.url}
+
+    def sync() -> dict[str, object]:
+        ran = subprocess.run(
+            [str(SAFE_PIP), "sync", "--json", "--venv", str(venv), "--python", "/usr/bin/python3"],
+            cwd=project, env=sync_env, capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        parsed = json.loads(ran.stdout.splitlines()[-1])
+        assert isinstance(parsed, dict)
+        return parsed
+
+    first = sync()
+    assert {"synced==0.3", f"{BENIGN_WHEEL}==0.1.0"} <= set(first["installed"])  # type: ignore[arg-type]
+    assert run_script(venv, "synced-hi").strip() == "synced"
+    extra = safe_pip(world, "namespace", "--venv", str(venv), "-i", index.url, BENIGN_SDIST)
+    assert extra.returncode == 0, extra.stderr
+    second = sync()
+    assert second["removed"] == [f"{BENIGN_SDIST}==0.1.0"]
+
+
+def test_refused_host_is_named_with_the_flag_that_allows_it(
+    world: World, index: LocalIndex
+) -> None:
+    port = index.url.split(":")[2].split("/")[0]
+    wheel = f"{BENIGN_WHEEL.replace('-', '_')}-0.1.0-py3-none-any.whl"
+    url = f"http://localhost:{port}/files/{wheel}"
+    venv = world.root / "venv"
+    result = safe_pip(
+        world, "namespace", "--venv", str(venv), "-i", index.url, f"{BENIGN_WHEEL} @ {url}"
+    )
+    assert result.returncode != 0
+    assert f"refused localhost:{port}" in result.stderr
+    assert f"--allow-host localhost:{port}" in result.stderr
+    assert not venv.exists()
