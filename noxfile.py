@@ -10,6 +10,7 @@ turns a cold session install from tens of seconds into about one.
     nox -s tests -- -m sandbox   # only the tests that start real sandboxes
     nox -s bench                 # start-up benchmark (posargs go to bench/startup.py)
     nox -s bench_network         # network proxy benchmark (posargs go to bench/network.py)
+    nox -s bench_install         # safe-pip install vs uv (posargs go to bench/install.py)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ TYPED_SUPPORT_PATHS = (
     "noxfile.py",
     "bench/startup.py",
     "bench/network.py",
+    "bench/install.py",
     "tests/conftest.py",
     "tests/net_servers.py",
     "examples/untrusted-script/steal.py",
@@ -94,3 +96,15 @@ def bench_network(session: nox.Session) -> None:
     """
     session.install(".")
     session.run("python", "bench/network.py", *session.posargs)
+
+
+@nox.session
+def bench_install(session: nox.Session) -> None:
+    """Time `safe-pip install` against bare `uv pip install` (bench/install.py).
+
+    A session of its own rather than part of `bench`: it installs dozens of packages
+    many times over, from a local index and from pypi.org, and takes minutes.  pytest
+    is installed because the benchmark serves its index with tests/pkg_index.py.
+    """
+    session.install(".", "pytest")
+    session.run("python", "bench/install.py", *session.posargs)

@@ -235,6 +235,9 @@ class QuietHttpServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that can bind IPv6 and never does a DNS lookup to start."""
 
     daemon_threads = True
+    # The stdlib default (5) overflows when uv sends dozens of requests at once
+    # through the proxy (a connection per request): dropped SYNs stall ~1 s each.
+    request_queue_size = 512
 
     def __init__(self, host: str, handler: type[BaseHTTPRequestHandler]) -> None:
         self.address_family = _family(host)

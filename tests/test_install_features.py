@@ -377,3 +377,41 @@ def test_refused_host_is_named_with_the_flag_that_allows_it(
     assert f"refused localhost:{port}" in result.stderr
     assert f"--allow-host localhost:{port}" in result.stderr
     assert not venv.exists()
+
+
+POISON = "def main():\n    print('POISONED')\n"
+
+
+def _overwrite_installed_module(venv: Path) -> None:
+    """What any code allowed to write this venv (e.g. under safe-run with the project
+    writable) can do: rewrite an installed file in place."""
+    module = next((venv / "lib").glob("python3*/site-packages/benign_wheel/__init__.py"))
+    with open(module, "r+", encoding="utf-8") as handle:
+        handle.truncate(0)
+        handle.write(POISON)
+
+
+def test_writing_one_venv_cannot_poison_the_next_install(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """uv hard-links venv files to its cache by default on Linux, so a write to an
+    installed file rewrites the cache.  Plain uv: the next venv gets the poison.
+    safe-pip: venv files are never links to the shared cache."""
+    env = {**world.env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(world.root / "uv-cache")}
+    plain_a, plain_b = world.root / "plain-a", world.root / "plain-b"
+    for venv in (plain_a, plain_b):
+        subprocess.run([uv_binary(), "venv", "-q", "-p", "/usr/bin/python3", str(venv)], check=True)
+    install = [uv_binary(), "pip", "install", "-q", "--default-index", index.url, BENIGN_WHEEL]
+    subprocess.run([*install, "--python", str(plain_a / "bin" / "python")], env=env, check=True)
+    _overwrite_installed_module(plain_a)
+    subprocess.run([*install, "--python", str(plain_b / "bin" / "python")], env=env, check=True)
+    assert "POISONED" in run_script(plain_b, "benign-hello"), "the attack does not work plainly"
+
+    venv_a, venv_b = world.root / "venv-a", world.root / "venv-b"
+    first = safe_pip(world, mode, "--venv", str(venv_a), "-i", index.url, BENIGN_WHEEL)
+    assert first.returncode == 0, first.stderr
+    assert outcome(first)["shared_cache"] is True
+    _overwrite_installed_module(venv_a)
+    second = safe_pip(world, mode, "--venv", str(venv_b), "-i", index.url, BENIGN_WHEEL)
+    assert second.returncode == 0, second.stderr
+    assert run_script(venv_b, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"

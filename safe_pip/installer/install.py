@@ -217,6 +217,15 @@ def _verb(request: InstallRequest, requirements: str, *install_flags: str) -> li
     return ["pip", "install", *install_flags, "-r", requirements]
 
 
+def _link_mode(shared: str | None) -> list[str]:
+    """With the shared cache, the venv gets copies, never hard links: a hard-linked
+    venv file *is* the cache file, so anything allowed to write that venv -- a
+    ``safe-run`` with the project writable, say -- would rewrite what every later
+    install reads.  (``clone`` is no answer: where reflinks are missing, uv falls
+    back to hard links.)"""
+    return [] if shared is None else ["--link-mode", "copy"]
+
+
 def _resolution_flags(request: InstallRequest) -> list[str]:
     flags = [*index_arguments(request.index_urls)]
     for file in request.constraint_files:
@@ -267,7 +276,8 @@ def _wheels_only(
     wheel, the staged route takes over and uv's complaint would only confuse.
     """
     requirements = _requirements_file(request, work, [])
-    args = [*_verb(request, requirements), "--quiet", "--no-build", *_resolution_flags(request)]
+    args = [*_verb(request, requirements), "--quiet", "--no-build", *_link_mode(shared)]
+    args += _resolution_flags(request)
     log = os.path.join(work, "wheels-only.log")
     code = _uv(
         request,
@@ -425,7 +435,7 @@ def _install_pins(request: InstallRequest, work: str, pins: list[str], shared: s
     pinned = os.path.join(work, "pinned.txt")
     with open(pinned, "w", encoding="utf-8") as handle:
         handle.writelines(pin + "\n" for pin in pins)
-    args = [*_verb(request, pinned, "--no-deps"), "--quiet", "--no-build"]
+    args = [*_verb(request, pinned, "--no-deps"), "--quiet", "--no-build", *_link_mode(shared)]
     args += _resolution_flags(request)
     return _uv(
         request,
