@@ -1,4 +1,4 @@
-"""Build one sdist into a wheel inside its own sandbox (phase 2 of docs/install-design.md).
+"""Build one sdist into a wheel inside its own sandbox (phase 2 of docs/install.md).
 
 A build runs the package's own code (``setup.py``, the build backend), so it gets the
 runtime sandbox with a policy made here, never read from any file: the system, the

@@ -1,7 +1,7 @@
 """``safe-pip install``: package code only ever runs in a sandbox, and never where it
 could write anything that persists.
 
-Two routes (docs/install-design.md):
+Two routes (docs/install.md):
 
 * **wheels only** -- ``uv pip install --no-build``: when every requirement can be met
   by wheels, no package code runs at all, so uv (trusted) installs directly, with the
