@@ -3,7 +3,17 @@
 safe-pip runs uv in a sandbox, in phases (resolve, build, install); the promise is that
 this costs little more than running uv yourself, above all when the cache is warm,
 which is the install a user does most often.  This script is how that promise is
-checked.  One run measures four cells, each with both tools:
+checked.  Three tools are measured:
+
+- **uv**: bare ``uv pip install`` with its defaults (hard links from its cache on
+  Linux), what a user would otherwise run: safe-pip/uv is the goal's ratio;
+- **uv-copy**: the same with ``--link-mode copy``, the link mode safe-pip installs
+  from its shared cache with (a hard-linked venv file *is* the cache file, so a venv
+  written to could poison every later install): safe-pip/uv-copy is what the sandbox,
+  the phases and the checks add at equal link mode;
+- **safe-pip**: ``safe-pip install``.
+
+One run measures four cells, each with all three tools:
 
 - **local / warm**: a PEP 503 index on 127.0.0.1 (no network noise), caches pre-warmed;
 - **local / cold**: the same index, an empty cache for every repetition;
@@ -11,12 +21,12 @@ checked.  One run measures four cells, each with both tools:
 
 Every measurement installs the same pinned set of real wheels (:data:`PINS`, 20+
 projects with all their dependencies) into a fresh venv made outside the timed region.
-uv gets its own ``UV_CACHE_DIR``; safe-pip gets ``XDG_CACHE_HOME``, under which it
-keeps its shared uv cache (``$XDG_CACHE_HOME/safe-pip/uv``).  Repetitions of the two
-tools are interleaved (and so are the cells, round by round) so that machine and
-network drift lands on both sides.  After every install, outside the timer, the venv is
-checked for exactly the expected distributions, so a failed install cannot pass for a
-fast one.
+uv and uv-copy each get their own ``UV_CACHE_DIR``; safe-pip gets ``XDG_CACHE_HOME``,
+under which it keeps its shared uv cache (``$XDG_CACHE_HOME/safe-pip/uv``).
+Repetitions of the three tools are interleaved, the order rotating round by round (and
+so are the cells) so that machine and network drift lands on all of them.  After every
+install, outside the timer, the venv is checked for exactly the expected distributions,
+so a failed install cannot pass for a fast one.
 
 Usage (from a venv where safe-pip is installed, e.g. ``nox -s bench_install``)::
 
@@ -98,11 +108,15 @@ CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 
 INDEXES = ("local", "pypi")
 CACHES = ("warm", "cold")
-TOOLS = ("uv", "safe-pip")
+#: The tools, in the order of the first round (later rounds rotate it): bare uv,
+#: bare uv with safe-pip's link mode, safe-pip.
+TOOLS = ("uv", "uv-copy", "safe-pip")
+#: Bare uv tools: the same command, uv-copy with these extra arguments.
+UV_EXTRA_ARGS = {"uv": [], "uv-copy": ["--link-mode", "copy"]}
 DEFAULT_REPS = {"warm": 5, "cold": 3}
 QUICK_REPS = {"warm": 2, "cold": 1}
 #: The goal this benchmark tracks (warm cells only: a cold install is dominated by
-#: downloads, which both tools make alike).
+#: downloads, which all the tools make alike).
 GOAL_WARM_RATIO = 1.10
 
 #: Seconds before one install counts as hung.
@@ -115,7 +129,7 @@ class BenchError(Exception):
 
 @dataclass
 class Cell:
-    """One index x cache combination, measured with both tools."""
+    """One index x cache combination, measured with every tool."""
 
     index: str
     cache: str
@@ -139,7 +153,7 @@ class Bench:
 
     def fresh_dir(self, label: str) -> Path:
         """A new, empty directory in the scratch area (same file system for all, so
-        both tools can hard-link from their caches into the venvs)."""
+        every tool could hard-link from its cache into the venvs)."""
         self.counter += 1
         path = self.scratch / f"{self.counter:04d}-{label}"
         path.mkdir()
@@ -275,11 +289,21 @@ def make_venv(bench: Bench) -> Path:
 
 
 def install_command(bench: Bench, tool: str, cell: Cell, venv: Path) -> list[str]:
-    """The same request for both tools: the pins, from the same index."""
+    """The same request for every tool: the pins, from the same index."""
     pins = [f"{name}=={version}" for name, version in PINS.items()]
-    if tool == "uv":
+    if tool in UV_EXTRA_ARGS:
         python = str(venv / "bin" / "python")
-        return [bench.uv, "pip", "install", "--python", python, "--default-index", cell.url, *pins]
+        return [
+            bench.uv,
+            "pip",
+            "install",
+            "--python",
+            python,
+            "--default-index",
+            cell.url,
+            *UV_EXTRA_ARGS[tool],
+            *pins,
+        ]
     return [
         bench.safe_pip,
         "install",
@@ -295,9 +319,9 @@ def install_command(bench: Bench, tool: str, cell: Cell, venv: Path) -> list[str
 
 
 def cache_env(bench: Bench, tool: str, cache: Path) -> dict[str, str]:
-    """Point each tool at its own cache: uv by ``UV_CACHE_DIR``, safe-pip by
+    """Point each tool at its own cache: uv and uv-copy by ``UV_CACHE_DIR``, safe-pip by
     ``XDG_CACHE_HOME`` (where it keeps its shared uv cache and its policy cache)."""
-    if tool == "uv":
+    if tool in UV_EXTRA_ARGS:
         return {**bench.env, "UV_CACHE_DIR": str(cache)}
     return {**bench.env, "XDG_CACHE_HOME": str(cache)}
 
@@ -368,14 +392,16 @@ def prewarm(bench: Bench, cell: Cell) -> dict[str, Path]:
 
 def measure(bench: Bench, cells: list[Cell]) -> None:
     """Interleave: each round runs every cell that still has repetitions, and within a
-    cell both tools, alternating which goes first.  Cold repetitions get fresh, empty
-    caches; warm ones reuse the caches :func:`prewarm` filled."""
+    cell every tool, the order rotated by one each round (so over len(TOOLS) rounds each
+    tool runs once in each position).  Cold repetitions get fresh, empty caches; warm
+    ones reuse the caches :func:`prewarm` filled."""
     warm = {id(cell): prewarm(bench, cell) for cell in cells if cell.cache == "warm"}
     for round_index in range(max((cell.reps for cell in cells), default=0)):
         for cell in cells:
             if round_index >= cell.reps:
                 continue
-            tools = list(TOOLS) if round_index % 2 == 0 else list(reversed(TOOLS))
+            shift = round_index % len(TOOLS)
+            tools = [*TOOLS[shift:], *TOOLS[:shift]]
             line = []
             for tool in tools:
                 if cell.cache == "warm":
@@ -406,48 +432,69 @@ def summarize(cell: Cell) -> dict[str, Any]:
             "p90_s": round(percentile(samples, 0.9), 3),
             "samples_s": [round(seconds, 3) for seconds in samples],
         }
-    uv_median, safe_median = row["uv"]["median_s"], row["safe-pip"]["median_s"]
-    row["added_s"] = round(safe_median - uv_median, 3)
-    row["ratio"] = round(safe_median / uv_median, 3) if uv_median else None
+    # Against bare uv (the goal) and against uv at safe-pip's link mode (what the
+    # sandbox, the phases and the checks add).
+    safe_median = row["safe-pip"]["median_s"]
+    for base, suffix in (("uv", ""), ("uv-copy", "_vs_uv_copy")):
+        base_median = row[base]["median_s"]
+        row[f"added{suffix}_s"] = round(safe_median - base_median, 3)
+        row[f"ratio{suffix}"] = round(safe_median / base_median, 3) if base_median else None
     return row
 
 
 def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """Human-readable report: one row per cell, then the goal."""
+    """Human-readable report: one row per cell, then the goal and what the second
+    ratio means."""
     print(
         f"safe-pip install vs uv pip install: {meta['packages']} packages, "
         f"Python {meta['python_version']} ({meta['python']}), {meta['uv_version']}; "
         f"tools interleaved, fresh venv per install"
     )
+    print("uv: default link mode; uv-copy: --link-mode copy, as safe-pip installs from its cache")
     columns = (
-        f"{'index':<6} {'cache':<5} {'reps':>4} {'uv med':>8} {'uv p90':>8} "
-        f"{'safe med':>9} {'safe p90':>9} {'added':>8} {'ratio':>7}"
+        f"{'index':<6} {'cache':<5} {'reps':>4} {'uv med':>7} {'uv p90':>7} "
+        f"{'copy med':>8} {'copy p90':>8} {'safe med':>8} {'safe p90':>8} "
+        f"{'vs uv':>7} {'safe/uv':>7} {'vs copy':>7} {'safe/copy':>9}"
     )
     print(columns)
     print("-" * len(columns))
+
+    def ratio(value: float | None) -> str:
+        return f"{value:.2f}x" if value is not None else "-"
+
     for row in rows:
         if row["skipped"] is not None:
             print(f"{row['index']:<6} {row['cache']:<5} skipped: {row['skipped']}")
             continue
-        uv, safe = row["uv"], row["safe-pip"]
-        ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
+        uv, copy, safe = row["uv"], row["uv-copy"], row["safe-pip"]
         print(
             f"{row['index']:<6} {row['cache']:<5} {len(uv['samples_s']):>4} "
-            f"{uv['median_s']:>8.2f} {uv['p90_s']:>8.2f} {safe['median_s']:>9.2f} "
-            f"{safe['p90_s']:>9.2f} {row['added_s']:>+8.2f} {ratio:>7}"
+            f"{uv['median_s']:>7.2f} {uv['p90_s']:>7.2f} "
+            f"{copy['median_s']:>8.2f} {copy['p90_s']:>8.2f} "
+            f"{safe['median_s']:>8.2f} {safe['p90_s']:>8.2f} "
+            f"{row['added_s']:>+7.2f} {ratio(row['ratio']):>7} "
+            f"{row['added_vs_uv_copy_s']:>+7.2f} {ratio(row['ratio_vs_uv_copy']):>9}"
         )
-    print("(times in s; 'added' and 'ratio' are safe-pip's median against uv's)")
+    print(
+        "(times in s; 'vs uv', 'safe/uv': safe-pip's median minus, divided by uv's; "
+        "'vs copy', 'safe/copy': the same against uv-copy's)"
+    )
     verdicts = [
         f"{row['index']} {row['ratio']:.2f} "
         + ("met" if row["ratio"] <= GOAL_WARM_RATIO else "not met")
         for row in rows
         if row["cache"] == "warm" and row["skipped"] is None and row["ratio"] is not None
     ]
-    print(f"goal: warm ratio <= {GOAL_WARM_RATIO:.2f}" + (f" ({'; '.join(verdicts)})"))
+    print(f"goal: warm safe/uv <= {GOAL_WARM_RATIO:.2f}" + (f" ({'; '.join(verdicts)})"))
+    print(
+        "safe/copy: against uv at the same link mode, i.e. what safe-pip's sandbox, "
+        "phases and audit add\n(safe/uv adds to that the cost of copying files instead "
+        "of hard-linking them)"
+    )
 
 
 def base_env() -> dict[str, str]:
-    """The environment both tools run with.
+    """The environment all three tools run with.
 
     Not the caller's venv (``VIRTUAL_ENV``), no uv settings or config files of the
     caller's (``UV_*``, ``UV_NO_CONFIG``) that could add an index or change the cache,

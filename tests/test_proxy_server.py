@@ -394,6 +394,28 @@ def test_absolute_uri_request_is_forwarded_in_origin_form(
         assert hashlib.sha256(response.read()).hexdigest() == digest(100000)
 
 
+def test_forwarded_responses_say_connection_close_so_pooling_clients_reconnect(
+    make_proxy: MakeProxy, origin: int
+) -> None:
+    """The proxy serves one request per connection.  The origin (http.server) does not
+    say ``Connection: close`` itself; unless the proxy does, an HTTP/1.1 client pools
+    the connection and its next request fails on the closed socket (uv then waits a
+    ~1.5 s retry back-off)."""
+    proxy = make_proxy(f"{LOOPBACK}:{origin}")
+    response = exchange(proxy, f"GET http://{LOOPBACK}:{origin}/a HTTP/1.1\r\n\r\n".encode())
+    head = response.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    assert [line for line in head if line.startswith(b"connection:")] == [b"connection: close"]
+    client = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=5)
+    try:
+        for path in ("/first", "/second", "/third"):
+            client.request("GET", f"http://{LOOPBACK}:{origin}{path}")
+            answer = client.getresponse()
+            assert answer.status == 200
+            assert json.loads(answer.read())["request_line"] == f"GET {path} HTTP/1.1"
+    finally:
+        client.close()
+
+
 def test_absolute_uri_to_unlisted_destination_is_403_without_request_details(
     make_proxy: MakeProxy, origin: int, echo: int
 ) -> None:

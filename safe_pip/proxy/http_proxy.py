@@ -100,7 +100,43 @@ def serve_http(conn: socket.socket, inbox: Inbox, gate: Gate, settle: Callable[[
             relay(conn, upstream)
         else:
             send_all(upstream, forwarded + inbox.rest())
+            send_all(conn, _response_head_with_close(upstream))
             relay(conn, upstream, until_b_eof=True)
+
+
+_RESPONSE_HEAD_WAIT = 60.0
+
+
+def _response_head_with_close(upstream: socket.socket) -> bytes:
+    """The upstream's response head (and whatever body came with it), marked
+    ``Connection: close``.
+
+    The proxy serves one request per client connection.  Without the header an
+    HTTP/1.1 client pools the connection and its next request fails on the closed
+    socket (uv retries after a ~1.5 s back-off), because a server answering a
+    ``Connection: close`` request need not say so itself (Python's http.server
+    does not).  A head that is not found within the size limit is passed on as is.
+    """
+    upstream.settimeout(_RESPONSE_HEAD_WAIT)
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
+        try:
+            chunk = upstream.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return data
+    lines = head.split(b"\r\n")
+    kept = [
+        line
+        for line in lines[1:]
+        if line.split(b":", 1)[0].strip().lower() not in (b"connection", b"keep-alive")
+    ]
+    return b"\r\n".join([lines[0], *kept, b"Connection: close"]) + separator + body
 
 
 def _parse_head(raw: bytes) -> _Request:
