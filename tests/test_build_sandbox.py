@@ -45,6 +45,7 @@ from pkg_index import (
     BENIGN_SDIST_SCRIPT,
     BENIGN_WHEEL,
     FIXTURE_VERSION,
+    HEARTBEAT_DAEMON,
     LocalIndex,
     benign_sdist,
     malicious_sdist,
@@ -260,46 +261,6 @@ while pid > 1:
         found.append(repr(exc).encode())
         break
 print("SHOW-PROC:", repr(found), file=sys.stderr)
-"""
-
-#: Not an attack of its own: a setsid double-forked daemon that requests
-#: ``{url}heartbeat-{marker}-N/`` from the (allowed) index every 0.1 s for
-#: ``{lifetime}`` seconds (a 404 answer still means the index was reached).  The
-#: build waits for its first request, so a heartbeat during the build shows it ran;
-#: one after the build shows it outlived the build (a channel that stays open even
-#: where the sandbox forbids every file write).
-HEARTBEAT_DAEMON = """\
-import os, select, time, urllib.error, urllib.request
-read_end, write_end = os.pipe()
-if os.fork() == 0:
-    try:
-        os.setsid()
-        if os.fork() == 0:
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            deadline = time.monotonic() + {lifetime}
-            beat = 0
-            while time.monotonic() < deadline:
-                beat += 1
-                try:
-                    urllib.request.urlopen("{url}heartbeat-{marker}-%d/" % beat, timeout=2)
-                    result = b"reached"
-                except urllib.error.HTTPError as exc:
-                    result = b"reached" if exc.code == 404 else repr(exc).encode()
-                except Exception as exc:
-                    result = repr(exc).encode()
-                if beat == 1:
-                    os.write(write_end, result)
-                    os.close(write_end)
-                time.sleep(0.1)
-    finally:
-        os._exit(0)
-os.close(write_end)
-os.wait()
-if select.select([read_end], [], [], 10)[0]:
-    print("HEARTBEAT first:", os.read(read_end, 500), file=sys.stderr)
-os.close(read_end)
 """
 
 

@@ -60,6 +60,7 @@ from pkg_index import (
     BENIGN_WHEEL,
     BENIGN_WHEEL_SCRIPT,
     FIXTURE_VERSION,
+    HEARTBEAT_DAEMON,
     LocalIndex,
     malicious_sdist,
     render_attack,
@@ -279,38 +280,6 @@ else:
     conn = socket.create_connection(("{host}", {port}), timeout=5)
 with conn:
     conn.sendall(b"TUNNEL:{marker}")
-"""
-
-#: A setsid double-forked daemon that requests ``{url}{marker}-N/`` from the allowed
-#: index every 0.1 s for ``{lifetime}`` seconds.  The build waits for its first
-#: request, so a heartbeat shows it ran; one after the install shows it outlived it.
-HEARTBEAT_DAEMON = """\
-import os, select, time, urllib.error, urllib.request
-read_end, write_end = os.pipe()
-if os.fork() == 0:
-    try:
-        os.setsid()
-        if os.fork() == 0:
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            deadline = time.monotonic() + {lifetime}
-            beat = 0
-            while time.monotonic() < deadline:
-                beat += 1
-                try:
-                    urllib.request.urlopen("{url}{marker}-%d/" % beat, timeout=2)
-                except Exception:
-                    pass
-                if beat == 1:
-                    os.close(write_end)
-                time.sleep(0.1)
-    finally:
-        os._exit(0)
-os.close(write_end)
-os.wait()
-select.select([read_end], [], [], 10)
-os.close(read_end)
 """
 
 

@@ -416,6 +416,22 @@ def test_forwarded_responses_say_connection_close_so_pooling_clients_reconnect(
         client.close()
 
 
+def test_forwarded_request_body_sent_after_the_head_still_arrives(
+    make_proxy: MakeProxy, origin: int
+) -> None:
+    """The proxy waits for the response head while the body still flows upstream."""
+    proxy = make_proxy(f"{LOOPBACK}:{origin}")
+    with socket.create_connection((LOOPBACK, proxy.port), timeout=5) as conn:
+        conn.sendall(
+            f"POST http://{LOOPBACK}:{origin}/late HTTP/1.1\r\nContent-Length: 9\r\n\r\n".encode()
+        )
+        time.sleep(0.5)
+        conn.sendall(b"late body")
+        response = read_to_eof(conn)
+    assert status_of(response) == 200
+    assert json.loads(body_of(response))["body"] == "late body"
+
+
 def test_absolute_uri_to_unlisted_destination_is_403_without_request_details(
     make_proxy: MakeProxy, origin: int, echo: int
 ) -> None:

@@ -100,8 +100,7 @@ def serve_http(conn: socket.socket, inbox: Inbox, gate: Gate, settle: Callable[[
             relay(conn, upstream)
         else:
             send_all(upstream, forwarded + inbox.rest())
-            send_all(conn, _response_head_with_close(upstream))
-            relay(conn, upstream, until_b_eof=True)
+            relay(conn, upstream, until_b_eof=True, first_from_b=_response_head_with_close)
 
 
 _RESPONSE_HEAD_WAIT = 60.0
@@ -117,10 +116,20 @@ def _response_head_with_close(upstream: socket.socket) -> bytes:
     ``Connection: close`` request need not say so itself (Python's http.server
     does not).  A head that is not found within the size limit is passed on as is.
     """
-    upstream.settimeout(_RESPONSE_HEAD_WAIT)
+    import select
+    import time
+
+    # The socket stays blocking (the other direction may be splicing into it); poll()
+    # bounds the wait instead of a socket timeout (select() fails above fd 1023).
+    deadline = time.monotonic() + _RESPONSE_HEAD_WAIT
+    poller = select.poll()
+    poller.register(upstream, select.POLLIN)
     data = b""
     while b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
+        remaining = deadline - time.monotonic()
         try:
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                break
             chunk = upstream.recv(65536)
         except OSError:
             break

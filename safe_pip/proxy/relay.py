@@ -98,13 +98,22 @@ def _with_small_stack(start: Callable[[], object]) -> None:
             _thread.stack_size(previous)
 
 
-def relay(a: socket.socket, b: socket.socket, *, until_b_eof: bool = False) -> tuple[int, int]:
+def relay(
+    a: socket.socket,
+    b: socket.socket,
+    *,
+    until_b_eof: bool = False,
+    first_from_b: Callable[[socket.socket], bytes] | None = None,
+) -> tuple[int, int]:
     """Copy ``a -> b`` and ``b -> a`` until both reach EOF or either fails.
 
     Returns the byte counts ``(a_to_b, b_to_a)``.  Both sockets are switched to
     blocking mode (splice needs blocking descriptors; an established tunnel has no
     idle timeout: long polls and event streams are legitimate).  Nothing is closed:
     the caller owns the sockets.
+
+    ``first_from_b``: reads the beginning of ``b``'s stream and returns what ``a``
+    gets instead (the proxy marks forwarded response heads ``Connection: close``).
 
     ``until_b_eof``: the exchange is over once ``b`` has sent everything (plain HTTP
     forwarded with ``Connection: close``): ``a`` is then shut down both ways instead of
@@ -123,6 +132,12 @@ def relay(a: socket.socket, b: socket.socket, *, until_b_eof: bool = False) -> t
             forward_done.release()
 
     spawn(forward)
+    if first_from_b is not None:
+        # Read (and rewrite) the start of b's stream while a -> b already flows: a
+        # request body may still be on its way, and b may wait for it to answer.
+        head = first_from_b(b)
+        send_all(a, head)
+        counts[1] += len(head)
     _pump(b, a, counts, 1, until_b_eof)
     forward_done.acquire()  # wait for the other direction
     return counts[0], counts[1]
