@@ -264,12 +264,15 @@ def test_built_wheel_may_not_overwrite_another_packages_files(
     plain = world.root / "plain-venv"
     env = {**world.env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(world.root / "uv-cache")}
     subprocess.run([uv_binary(), "venv", "-q", "-p", "/usr/bin/python3", str(plain)], check=True)
-    installed = subprocess.run(
-        [uv_binary(), "pip", "install", "--python", str(plain / "bin" / "python"),
-         "--default-index", index.url, BENIGN_WHEEL, name],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
+    # One package per uv run: within a run uv installs in parallel, so which of two
+    # wheels that share a file wins would be a race.
+    for package_name in (BENIGN_WHEEL, name):
+        installed = subprocess.run(
+            [uv_binary(), "pip", "install", "--python", str(plain / "bin" / "python"),
+             "--default-index", index.url, package_name],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
     plain_module = next((plain / "lib").glob(f"python3*/site-packages/{package}/__init__.py"))
     assert b"SHADOWED" in plain_module.read_bytes(), "the shadowing attack does not work plainly"
 
