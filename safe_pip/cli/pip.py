@@ -1,7 +1,8 @@
-"""``safe-pip``: the installer command: ``install`` and ``doctor`` so far.
+"""``safe-pip``: the installer command (click): ``install``, ``sync`` and ``doctor``
+here; ``list``, ``uninstall`` and ``audit`` in :mod:`safe_pip.cli.pip_venv`.
 
-``sync``/``uninstall``/``list``/``audit`` are not written yet; they are absent
-rather than half-working.
+The commands only turn flags into an :class:`~safe_pip.installer.install.InstallRequest`
+and report the outcome; what runs where is decided in :mod:`safe_pip.installer`.
 """
 
 from __future__ import annotations
