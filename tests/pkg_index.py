@@ -456,6 +456,47 @@ ATTACKS: dict[str, str] = {
     "write_outside": ATTACK_WRITE_OUTSIDE,
 }
 
+
+def combine_attacks(attacks: Mapping[str, str], report_url: str | None = None) -> str:
+    """One ``setup.py`` body running every attack in turn, each in its own function.
+
+    Each outcome is printed as ``ATTACK <key>: completed|failed`` on stderr, and with
+    ``report_url`` also requested as ``<report_url><key>-<outcome>/`` from the index:
+    the index stays reachable from the sandbox, so that proves each attack ran,
+    blocked or not, even where the build's output is hidden (plain uv hides it).
+    """
+    parts = ["import sys, urllib.error, urllib.request"]
+    if report_url is not None:
+        parts.append(
+            textwrap.dedent(
+                f"""\
+                def _report(key, result):
+                    try:
+                        urllib.request.urlopen("{report_url}%s-%s/" % (key, result), timeout=5)
+                    except urllib.error.HTTPError:
+                        pass
+                    except Exception as exc:
+                        print("REPORT failed", key, repr(exc), file=sys.stderr)
+                """
+            )
+        )
+    else:
+        parts.append("def _report(key, result):\n    pass")
+    for key, code in attacks.items():
+        body = textwrap.indent(textwrap.dedent(code).strip("\n"), "    ")
+        parts.append(f"def _attack_{key}():\n{body}")
+        parts.append(
+            f"try:\n"
+            f"    _attack_{key}()\n"
+            f"    print('ATTACK {key}: completed', file=sys.stderr)\n"
+            f"    _report('{key}', 'completed')\n"
+            f"except Exception as exc:\n"
+            f"    print('ATTACK {key}: failed', repr(exc), file=sys.stderr)\n"
+            f"    _report('{key}', 'failed')"
+        )
+    return "\n".join(parts) + "\n"
+
+
 _FIELD = re.compile(r"(?<!\{)\{([a-z_]+)\}(?!\})")
 
 

@@ -31,7 +31,6 @@ import re
 import secrets
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from pkg_index import (
     HEARTBEAT_DAEMON,
     LocalIndex,
     benign_sdist,
+    combine_attacks,
     malicious_sdist,
     normalize,
     project_of,
@@ -264,23 +264,6 @@ print("SHOW-PROC:", repr(found), file=sys.stderr)
 """
 
 
-def combine(attacks: dict[str, str]) -> str:
-    """One ``setup.py`` body running every attack in turn, each in its own function,
-    reporting ``ATTACK <key>: ...`` on stderr (which proves it ran, blocked or not)."""
-    parts = ["import sys"]
-    for key, code in attacks.items():
-        body = textwrap.indent(textwrap.dedent(code).strip("\n"), "    ")
-        parts.append(f"def _attack_{key}():\n{body}")
-        parts.append(
-            f"try:\n"
-            f"    _attack_{key}()\n"
-            f"    print('ATTACK {key}: completed', file=sys.stderr)\n"
-            f"except Exception as exc:\n"
-            f"    print('ATTACK {key}: failed', repr(exc), file=sys.stderr)"
-        )
-    return "\n".join(parts) + "\n"
-
-
 @dataclass
 class Scenario:
     """A world wired for the combined attack sdist, and the evidence it can leave."""
@@ -336,7 +319,7 @@ def scenario(world: World, index: LocalIndex, tmp_path: Path) -> Iterator[Scenar
         attacks["heartbeat"] = render_attack(
             HEARTBEAT_DAEMON, url=index.url, marker=marker, lifetime=HEARTBEAT_LIFETIME
         )
-        sdist = malicious_sdist(tmp_path / "sdists", f"evil-all-{marker}", combine(attacks))
+        sdist = malicious_sdist(tmp_path / "sdists", f"evil-all-{marker}", combine_attacks(attacks))
         yield Scenario(world, index, tcp, udp, marker, venv, outside, daemon, sdist)
 
 

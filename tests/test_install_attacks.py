@@ -46,7 +46,6 @@ import re
 import secrets
 import subprocess
 import sys
-import textwrap
 import time
 import zipfile
 from collections.abc import Iterator
@@ -62,6 +61,7 @@ from pkg_index import (
     FIXTURE_VERSION,
     HEARTBEAT_DAEMON,
     LocalIndex,
+    combine_attacks,
     malicious_sdist,
     render_attack,
     uv_binary,
@@ -283,38 +283,6 @@ with conn:
 """
 
 
-def combine_reporting(attacks: dict[str, str], report_url: str) -> str:
-    """One ``setup.py`` body running every attack in its own function, then reporting
-    ``<report_url><key>-completed/`` (or ``-failed/``) to the index: the index stays
-    reachable from the sandbox, so the report shows each attack ran, blocked or not."""
-    parts = [
-        textwrap.dedent(
-            f"""\
-            import sys, urllib.error, urllib.request
-            def _report(key, result):
-                try:
-                    urllib.request.urlopen("{report_url}%s-%s/" % (key, result), timeout=5)
-                except urllib.error.HTTPError:
-                    pass
-                except Exception as exc:
-                    print("REPORT failed", key, repr(exc), file=sys.stderr)
-            """
-        )
-    ]
-    for key, code in attacks.items():
-        body = textwrap.indent(textwrap.dedent(code).strip("\n"), "    ")
-        parts.append(f"def _attack_{key}():\n{body}")
-        parts.append(
-            f"try:\n"
-            f"    _attack_{key}()\n"
-            f"    _report('{key}', 'completed')\n"
-            f"except Exception as exc:\n"
-            f"    print('ATTACK {key}: failed', repr(exc), file=sys.stderr)\n"
-            f"    _report('{key}', 'failed')"
-        )
-    return "\n".join(parts) + "\n"
-
-
 # --- scenario 1: every attack in one sdist ---------------------------------------------
 
 
@@ -467,7 +435,7 @@ def scenario(world: World, index: LocalIndex) -> Iterator[Scenario]:
             LEAK_VIA_INDEX, home=world.home, url=f"{index.url}leak-{marker}/"
         )
         name = f"evil-all-{marker}"
-        malicious_sdist(index.directory, name, combine_reporting(attacks, report))
+        malicious_sdist(index.directory, name, combine_attacks(attacks, report))
         yield Scenario(
             world=world,
             index=index,
