@@ -457,6 +457,36 @@ ATTACKS: dict[str, str] = {
 }
 
 
+def render_every_attack(
+    *,
+    tcp_port: int,
+    udp_port: int,
+    home: Path,
+    marker: str,
+    daemon_evidence: Path,
+    daemon_delay: float,
+    uv_cache: Path,
+    venv: Path,
+    outside: Path,
+) -> dict[str, str]:
+    """Every :data:`ATTACKS` template rendered with where its evidence should go."""
+    values: dict[str, dict[str, object]] = {
+        "read_home": {"port": tcp_port, "home": home, "home_file": ".ssh/id_rsa"},
+        "env": {"port": tcp_port},
+        "proc_environ": {"port": tcp_port},
+        "tcp": {"port": tcp_port, "marker": marker},
+        "udp": {"port": udp_port, "marker": marker},
+        "bashrc": {"home": home, "marker": marker},
+        "user_site_pth": {"home": home, "marker": marker},
+        "daemon": {"evidence": daemon_evidence, "delay": daemon_delay},
+        "uv_cache": {"cache_dir": uv_cache, "marker": marker},
+        "venv_activate": {"venv": venv, "marker": marker},
+        "write_outside": {"path": outside, "marker": marker},
+    }
+    assert values.keys() == ATTACKS.keys(), "a new attack in ATTACKS needs values here"
+    return {key: render_attack(ATTACKS[key], **values[key]) for key in ATTACKS}
+
+
 def combine_attacks(attacks: Mapping[str, str], report_url: str | None = None) -> str:
     """One ``setup.py`` body running every attack in turn, each in its own function.
 

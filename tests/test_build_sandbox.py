@@ -52,6 +52,7 @@ from pkg_index import (
     normalize,
     project_of,
     render_attack,
+    render_every_attack,
     uv_binary,
     uv_env,
     wait_for_file,
@@ -300,21 +301,17 @@ def scenario(world: World, index: LocalIndex, tmp_path: Path) -> Iterator[Scenar
     outside = world.root / "outside.txt"
     daemon = world.root / "daemon"
     with TcpSink() as tcp, UdpSink() as udp:
-        values: dict[str, dict[str, object]] = {
-            "read_home": {"port": tcp.port, "home": world.home, "home_file": ".ssh/id_rsa"},
-            "env": {"port": tcp.port},
-            "proc_environ": {"port": tcp.port},
-            "tcp": {"port": tcp.port, "marker": marker},
-            "udp": {"port": udp.port, "marker": marker},
-            "bashrc": {"home": world.home, "marker": marker},
-            "user_site_pth": {"home": world.home, "marker": marker},
-            "daemon": {"evidence": daemon, "delay": DAEMON_DELAY},
-            "uv_cache": {"cache_dir": user_cache(world), "marker": marker},
-            "venv_activate": {"venv": venv, "marker": marker},
-            "write_outside": {"path": outside, "marker": marker},
-        }
-        assert values.keys() == ATTACKS.keys(), "a new attack in pkg_index needs values here"
-        attacks = {key: render_attack(ATTACKS[key], **values[key]) for key in ATTACKS}
+        attacks = render_every_attack(
+            tcp_port=tcp.port,
+            udp_port=udp.port,
+            home=world.home,
+            marker=marker,
+            daemon_evidence=daemon,
+            daemon_delay=DAEMON_DELAY,
+            uv_cache=user_cache(world),
+            venv=venv,
+            outside=outside,
+        )
         attacks["show_secrets"] = render_attack(SHOW_SECRETS, home=world.home)
         attacks["heartbeat"] = render_attack(
             HEARTBEAT_DAEMON, url=index.url, marker=marker, lifetime=HEARTBEAT_LIFETIME

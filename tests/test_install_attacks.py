@@ -64,6 +64,7 @@ from pkg_index import (
     combine_attacks,
     malicious_sdist,
     render_attack,
+    render_every_attack,
     uv_binary,
     uv_env,
     wait_for_file,
@@ -401,21 +402,17 @@ def scenario(world: World, index: LocalIndex) -> Iterator[Scenario]:
     }
     report = f"{index.url}ran-{marker}/"
     with TcpSink() as tcp, UdpSink() as udp, HttpOrigin() as origin:
-        values: dict[str, dict[str, object]] = {
-            "read_home": {"port": tcp.port, "home": world.home, "home_file": ".ssh/id_rsa"},
-            "env": {"port": tcp.port},
-            "proc_environ": {"port": tcp.port},
-            "tcp": {"port": tcp.port, "marker": marker},
-            "udp": {"port": udp.port, "marker": marker},
-            "bashrc": {"home": world.home, "marker": marker},
-            "user_site_pth": {"home": world.home, "marker": marker},
-            "daemon": {"evidence": daemon, "delay": DAEMON_DELAY},
-            "uv_cache": {"cache_dir": user_uv_cache(world), "marker": marker},
-            "venv_activate": {"venv": venv, "marker": marker},
-            "write_outside": {"path": written["write_project"], "marker": marker},
-        }
-        assert values.keys() == ATTACKS.keys(), "a new attack in pkg_index needs values here"
-        attacks = {key: render_attack(ATTACKS[key], **values[key]) for key in ATTACKS}
+        attacks = render_every_attack(
+            tcp_port=tcp.port,
+            udp_port=udp.port,
+            home=world.home,
+            marker=marker,
+            daemon_evidence=daemon,
+            daemon_delay=DAEMON_DELAY,
+            uv_cache=user_uv_cache(world),
+            venv=venv,
+            outside=written["write_project"],
+        )
         attacks["write_project"] = attacks.pop("write_outside")
         attacks["write_home"] = render_attack(
             ATTACKS["write_outside"], path=written["write_home"], marker=marker
