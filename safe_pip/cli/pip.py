@@ -12,10 +12,13 @@ import sys
 import click
 
 from safe_pip import __version__
+from safe_pip.cli.pip_venv import target_venv
 from safe_pip.errors import SafePipError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from safe_pip.installer.install import InstallOutcome
 
 
@@ -81,12 +84,6 @@ def _project_dir() -> str | None:
     return None if found is None else os.path.dirname(found)
 
 
-def _target_venv(venv: str | None) -> str:
-    import os
-
-    return os.path.abspath(venv or os.environ.get("VIRTUAL_ENV") or ".venv")
-
-
 def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
     """The one summary line (or JSON), the audit findings, and the exit code."""
     import json
@@ -118,6 +115,30 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
         sys.exit(outcome.exit_code or 1)
 
 
+def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options ``install`` and ``sync`` share: the venv's interpreter, how much
+    build code may run and what it may reach, and the output format."""
+    options = [
+        click.option("--python", help="Interpreter for a venv this command creates."),
+        click.option(
+            "--no-build", is_flag=True, help="Refuse sdists: no package code runs at all."
+        ),
+        click.option(
+            "--allow-host", multiple=True, help="Also reachable during builds (host[:port])."
+        ),
+        click.option(
+            "--allow-read", multiple=True, type=click.Path(), help="Also readable by builds."
+        ),
+        click.option(
+            "--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing."
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("packages", nargs=-1)
 @click.option("-r", "--requirement", "requirement_files", multiple=True, type=click.Path())
@@ -133,21 +154,16 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
 @click.option(
     "--venv", type=click.Path(), help="Target venv (default: $VIRTUAL_ENV, else ./.venv)."
 )
-@click.option("--python", help="Interpreter for a venv this command creates.")
 @click.option("-i", "--index-url", help="The default index (default: PyPI).")
 @click.option("--extra-index-url", multiple=True, help="More indexes (repeatable).")
 @click.option("-f", "--find-links", multiple=True, help="A folder or URL of distributions.")
-@click.option("--no-build", is_flag=True, help="Refuse sdists: no package code runs at all.")
 @click.option(
     "--strict", is_flag=True, help="Fail, and undo, if the install adds code that runs later."
 )
 @click.option(
     "--wrap-scripts", is_flag=True, help="Make the new console scripts run under safe-run."
 )
-@click.option("--allow-host", multiple=True, help="Also reachable during builds (host[:port]).")
-@click.option("--allow-read", multiple=True, type=click.Path(), help="Also readable by builds.")
-@click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@_build_sandbox_options
 def install(
     packages: tuple[str, ...],
     requirement_files: tuple[str, ...],
@@ -185,7 +201,7 @@ def install(
         editables=tuple(os.path.abspath(p) for p in editables),
         local_sources=local,
         find_links=links,
-        venv=_target_venv(venv),
+        venv=target_venv(venv),
         python=python,
         index_urls=urls,
         no_build=no_build,
@@ -202,15 +218,10 @@ def install(
 @click.option(
     "--venv", type=click.Path(), help="Target venv (default: $VIRTUAL_ENV, else PROJECT/.venv)."
 )
-@click.option("--python", help="Interpreter for a venv this command creates.")
-@click.option("--no-build", is_flag=True, help="Refuse sdists: no package code runs at all.")
 @click.option(
     "--strict", is_flag=True, help="Fail, and undo, if the sync adds code that runs later."
 )
-@click.option("--allow-host", multiple=True, help="Also reachable during builds (host[:port]).")
-@click.option("--allow-read", multiple=True, type=click.Path(), help="Also readable by builds.")
-@click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@_build_sandbox_options
 def sync(
     venv: str | None,
     python: str | None,
@@ -235,9 +246,7 @@ def sync(
         raise SafePipError("no pyproject.toml here or above; run sync inside a project")
     data = syncing.load_pyproject(project_dir)
     urls, links = configured_indexes(None, (), (), project_dir)
-    target = os.path.abspath(
-        venv or os.environ.get("VIRTUAL_ENV") or os.path.join(project_dir, ".venv")
-    )
+    target = target_venv(venv, os.path.join(project_dir, ".venv"))
     work = make_private_dir()
     try:
         locked = os.path.isfile(os.path.join(project_dir, "uv.lock"))

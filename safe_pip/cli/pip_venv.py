@@ -21,10 +21,15 @@ from safe_pip.errors import SafePipError
 _VENV_HELP = "The venv (default: $VIRTUAL_ENV, else ./.venv)."
 
 
+def target_venv(venv: str | None, default: str = ".venv") -> str:
+    """``--venv``, else ``$VIRTUAL_ENV``, else ``default``, made absolute."""
+    return os.path.abspath(venv or os.environ.get("VIRTUAL_ENV") or default)
+
+
 def resolve_venv(venv: str | None) -> str:
-    """``--venv``, else ``$VIRTUAL_ENV``, else ``./.venv``, made absolute; a
-    :class:`SafePipError` (exit 125) when it is not a virtual environment."""
-    path = os.path.abspath(venv or os.environ.get("VIRTUAL_ENV") or ".venv")
+    """:func:`target_venv`, or a :class:`SafePipError` (exit 125) when it is not a
+    virtual environment."""
+    path = target_venv(venv)
     if not os.path.isdir(path):
         raise SafePipError(f"no virtual environment at {path} (use --venv or set VIRTUAL_ENV)")
     if not os.path.isfile(os.path.join(path, "pyvenv.cfg")):
