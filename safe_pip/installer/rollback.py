@@ -34,6 +34,7 @@ import stat
 
 from safe_pip._records import record
 from safe_pip.errors import SafePipError
+from safe_pip.launcher.scratch import remove_tree
 
 BACKUP_PREFIX = ".safe-pip-rollback-"
 _TRASH_PREFIX = ".safe-pip-trash-"
@@ -57,7 +58,7 @@ class VenvBackup:
         try:
             _clone_tree(venv, os.path.join(directory, _TREE))
         except BaseException as exc:
-            _remove_all(directory)
+            remove_tree(directory)
             if isinstance(exc, OSError):
                 raise SafePipError(f"cannot back up {venv}: {exc}") from None
             raise
@@ -80,29 +81,12 @@ class VenvBackup:
             if had_venv:
                 os.rename(moved, self.venv)
             raise
-        _remove_all(trash)
-        _remove_all(self.directory)
+        remove_tree(trash)
+        remove_tree(self.directory)
 
     def discard(self) -> None:
         """Delete the snapshot (the install is kept); the venv is not touched."""
-        _remove_all(self.directory)
-
-
-def _remove_all(path: str) -> None:
-    """Delete a tree of ours, read-only directories included (a venv may have them;
-    the copy keeps their modes).  Symlinks are unlinked, never followed; nobody else
-    can swap entries, the tree being inside a mode-0700 directory of ours."""
-    try:
-        os.chmod(path, 0o700)
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            _remove_all(entry.path)
-        else:
-            os.unlink(entry.path)
-    os.rmdir(path)
+        remove_tree(self.directory)
 
 
 def _private_sibling(path: str, prefix: str) -> str:

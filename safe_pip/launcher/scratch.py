@@ -29,16 +29,16 @@ def make_private_dir() -> str:
 
 
 def remove_tree(path: str) -> None:
-    """Delete the private HOME/TMPDIR, even where the sandbox made dirs unreadable.
+    """Delete a tree of ours (the private HOME/TMPDIR, a venv backup), even where
+    directories were made unreadable (by the sandbox) or read-only (venvs may have them).
 
     Written out instead of ``shutil.rmtree`` because importing shutil (and with it
     bz2 and lzma) is a measurable slice of safe-run's start-up.  Symlinks are
     unlinked, never followed.
     """
     try:
-        entries = list(os.scandir(path))
-    except PermissionError:
-        os.chmod(path, 0o700)
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            os.chmod(path, 0o700)
         entries = list(os.scandir(path))
     except FileNotFoundError:
         return
