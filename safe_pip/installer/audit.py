@@ -72,6 +72,10 @@ class VenvState:
     startup: frozenset[tuple[str, str]]
     distributions: frozenset[tuple[str, str, tuple[tuple[str, str, str], ...]]]
 
+    def versions(self) -> dict[str, str]:
+        """Normalised project name -> version, as the dist-info directories say."""
+        return {name.lower().replace("_", "-"): version for name, version, _ in self.distributions}
+
 
 @record
 class _StartupFile:

@@ -117,19 +117,6 @@ def ensure_venv(venv: str, python: str | None) -> bool:
     return True
 
 
-def installed_distributions(venv: str) -> dict[str, str]:
-    """name -> version of every ``*.dist-info`` in the venv, from directory names only."""
-    from safe_pip.installer.audit import site_packages_dirs
-
-    found = {}
-    for site in site_packages_dirs(venv):
-        for entry in os.listdir(site):
-            if entry.endswith(".dist-info"):
-                name, _, version = entry[: -len(".dist-info")].partition("-")
-                found[name.lower().replace("_", "-")] = version
-    return found
-
-
 def install(request: InstallRequest) -> InstallOutcome:
     """Install; on failure (or ``--strict`` findings) leave the venv as it was."""
     from safe_pip.installer.audit import describe, findings_to_json, new_findings, snapshot
@@ -141,7 +128,7 @@ def install(request: InstallRequest) -> InstallOutcome:
     if request.strict and not outcome.created_venv:
         backup = VenvBackup.take(request.venv)
     before_state = snapshot(request.venv)
-    before = installed_distributions(request.venv)
+    before = before_state.versions()
     try:
         _install_into(request, outcome)
         if outcome.problem is None:
@@ -159,7 +146,7 @@ def install(request: InstallRequest) -> InstallOutcome:
 
                 scripts = [f.path for f in findings if f.kind.endswith("-script")]
                 outcome.wrapped = wrap_scripts(request.venv, [os.path.basename(p) for p in scripts])
-        after = installed_distributions(request.venv)
+        after = snapshot(request.venv).versions()
         outcome.installed = sorted(f"{n}=={v}" for n, v in after.items() if before.get(n) != v)
         outcome.removed = sorted(f"{n}=={v}" for n, v in before.items() if n not in after)
         if outcome.problem is not None and backup is not None:
