@@ -77,6 +77,7 @@ import time
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.message import Message
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -719,10 +720,17 @@ class _IndexHandler(BaseHTTPRequestHandler):
                 body=b"",
             )
         )
-        status, body, content_type = index.respond(unquote(split.path))
+        refusal = index.refuse(self.headers)
+        if refusal is not None:
+            status, body, content_type, extra_headers = refusal
+        else:
+            status, body, content_type = index.respond(unquote(split.path))
+            extra_headers = {}
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in extra_headers.items():
+            self.send_header(name, value)
         if content_type.startswith("text/html"):
             # The directory may change between requests; never let uv reuse a page.
             self.send_header("Cache-Control", "no-cache")
@@ -795,6 +803,14 @@ class LocalIndex(RecordingHttpService):
             with self._lock:
                 self._digests[key] = cached
         return cached
+
+    def refuse(self, headers: Message) -> tuple[int, bytes, str, dict[str, str]] | None:
+        """A refusal (status, body, content type, extra headers) for a request, or None.
+
+        The hook for an index that checks requests before serving them (the HTTPS
+        index with Basic auth of tls_servers.py); the plain index serves everyone.
+        """
+        return None
 
     def respond(self, path: str) -> tuple[int, bytes, str]:
         """Status, body and content type for ``path``."""

@@ -549,7 +549,25 @@ def test_home_must_be_absolute_to_expand_tilde(tmp_path: Path) -> None:
     [
         ('filesystem.reed = ["x"]\n', "tool.safe-run.filesystem.reed", "perhaps a typo for 'read'"),
         ("extend = []\n", "tool.safe-run.extend", "unknown key"),
-        ("credentials.x.env = 'K'\n", "tool.safe-run.credentials", "unknown key"),
+        ("credentials.x.env = 'K'\n", "tool.safe-run.credentials.x.hosts", "is required"),
+        ("credentials.x.hosts = ['a.example']\n", "tool.safe-run.credentials.x.env", "is required"),
+        ("credentials.openai.sorce = 'env'\n", "tool.safe-run.credentials.openai.sorce", "unknown"),
+        ('credentials = ["opneai"]\n', "tool.safe-run.credentials[0]", "not a built-in"),
+        (
+            "credentials.x = { env = 'K', hosts = ['*.example.com'] }\n",
+            "tool.safe-run.credentials.x.hosts[0]",
+            "without '*'",
+        ),
+        (
+            "credentials.x = { env = 'K', hosts = ['a.example'], base-url = 'http://a.example' }\n",
+            "tool.safe-run.credentials.x.base-url",
+            "https://",
+        ),
+        (
+            "credentials.x = { env = 'K', hosts = ['a.example'], file = '.env' }\n",
+            "tool.safe-run.credentials.x.file",
+            "dotenv",
+        ),
         ('"odd key" = 1\n', 'tool.safe-run."odd key"', "unknown key"),
         ('network.alow = ["x"]\n', "tool.safe-run.network.alow", "unknown key"),
         ('env.passs = ["X"]\n', "tool.safe-run.env.passs", "unknown key"),
@@ -997,6 +1015,20 @@ SCHEMA_EXAMPLES_OK: list[dict[str, object]] = [
         "network": {"allow": ["api.openai.com", "*.githubusercontent.com:443", "[::1]:8000"]},
         "env": {"pass": ["LANG", "TERM"], "set": {"PYTHONUNBUFFERED": "1"}},
     },
+    {"credentials": ["openai", "github"]},
+    {
+        "credentials": {
+            "openai": {"source": "keyring"},
+            "internal": {
+                "env": "INTERNAL_TOKEN",
+                "hosts": ["api.internal.example:8443"],
+                "source": "dotenv",
+                "file": ".env.local",
+                "base-url": "https://api.internal.example:8443/v2",
+                "base-url-env": "INTERNAL_BASE_URL",
+            },
+        }
+    },
 ]
 
 SCHEMA_EXAMPLES_BAD: list[dict[str, object]] = [
@@ -1006,7 +1038,8 @@ SCHEMA_EXAMPLES_BAD: list[dict[str, object]] = [
     {"env": {"pass": ["1BAD"]}},
     {"env": {"set": {"A": 1}}},
     {"extends": "python-runtime"},
-    {"credentials": {}},
+    {"credentials": "openai"},
+    {"credentials": {"x": {"env": "K", "hosts": "a.example"}}},
 ]
 
 

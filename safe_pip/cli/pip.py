@@ -192,7 +192,9 @@ def install(
     if not packages and not requirement_files and not editables:
         raise click.UsageError("name at least one package, -r file or -e project")
     specifiers, local = _split_local(packages)
-    urls, links = configured_indexes(index_url, extra_index_url, find_links, _project_dir())
+    urls, links, credentials = configured_indexes(
+        index_url, extra_index_url, find_links, _project_dir()
+    )
     links = tuple(_local_or_url(f) for f in links)
     request = InstallRequest(
         packages=specifiers,
@@ -204,6 +206,7 @@ def install(
         venv=target_venv(venv),
         python=python,
         index_urls=urls,
+        credentials=credentials,
         no_build=no_build,
         strict=strict,
         wrap_scripts=wrap_scripts,
@@ -245,7 +248,7 @@ def sync(
     if project_dir is None:
         raise SafePipError("no pyproject.toml here or above; run sync inside a project")
     data = syncing.load_pyproject(project_dir)
-    urls, links = configured_indexes(None, (), (), project_dir)
+    urls, links, credentials = configured_indexes(None, (), (), project_dir)
     target = target_venv(venv, os.path.join(project_dir, ".venv"))
     work = make_private_dir()
     try:
@@ -272,6 +275,7 @@ def sync(
             venv=target,
             python=python,
             index_urls=urls,
+            credentials=credentials,
             no_build=no_build,
             strict=strict,
             exact=locked,

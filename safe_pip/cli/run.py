@@ -24,9 +24,12 @@ usage: safe-run [OPTIONS] script.py [ARGS ...]
        safe-run [OPTIONS] -m MODULE [ARGS ...]
        safe-run [OPTIONS] ENTRY_POINT [ARGS ...]
        safe-run [OPTIONS] -- COMMAND [ARGS ...]
+       safe-run secret set|delete NAME
 
 Run a program inside a sandbox configured by [tool.safe-run] in the nearest
 pyproject.toml (default: project read-only, private HOME and TMPDIR, no network).
+`safe-run secret` stores or deletes a credential's value in the system keyring; to
+run a console script that is itself named `secret`, use `safe-run -- secret`.
 
 options:
   --project DIR        use DIR/pyproject.toml instead of searching upward
@@ -36,6 +39,8 @@ options:
   --allow-write PATH   grant write access (repeatable)
   --allow-host HOST    allow a network host[:port] (repeatable)
   --allow-env NAME     pass an environment variable through (repeatable)
+  --credential NAME    give the program a built-in credential (openai, anthropic,
+                       gemini, github, huggingface) as a phantom token (repeatable)
   --no-network         no network at all (the default unless the policy allows hosts)
   -v, --verbose        at exit, list allowed network destinations too (refused ones
                        are always listed)
@@ -56,6 +61,7 @@ _VALUE_OPTIONS = {
     "--allow-write": "allow_write",
     "--allow-host": "allow_host",
     "--allow-env": "allow_env",
+    "--credential": "credentials",
 }
 _FLAG_OPTIONS = {
     "--no-network": "no_network",
@@ -77,6 +83,7 @@ class RunOptions:
     allow_write: list[str] = field(default_factory=list)
     allow_host: list[str] = field(default_factory=list)
     allow_env: list[str] = field(default_factory=list)
+    credentials: list[str] = field(default_factory=list)
     no_network: bool = False
     explain: bool = False
     allow_degraded: bool = False
@@ -177,6 +184,7 @@ def run(opts: RunOptions) -> int:
             allow_host=tuple(opts.allow_host),
             profiles=tuple(opts.profiles),
             no_network=opts.no_network,
+            credentials=tuple(opts.credentials),
         )
         variables = dict(os.environ)
         variables["TMPDIR"] = os.path.join(private_dir, "tmp")
@@ -206,6 +214,11 @@ def run(opts: RunOptions) -> int:
 
             sys.stdout.write(explain(policy, plan))
             return 0
+        if policy.credentials:
+            from safe_pip._records import replace
+            from safe_pip.credentials.phantom import arm
+
+            plan = replace(plan, credentials=arm(policy.credentials, os.environ))
         if landlock.abi_version() == 0 and not opts.allow_degraded:
             raise SafePipError(
                 "Landlock is not available on this kernel, so files cannot be protected; "
@@ -227,8 +240,12 @@ def run(opts: RunOptions) -> int:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
-        if opts.show_help:
+        args = sys.argv[1:] if argv is None else argv
+        if args[:1] == ["secret"]:  # a subcommand, not a target: see USAGE
+            from safe_pip.cli.secret import main_secret
+
+            code = main_secret(args[1:])
+        elif (opts := parse_args(args)).show_help:
             sys.stdout.write(USAGE)
             code = 0
         elif opts.show_version:

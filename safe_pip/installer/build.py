@@ -36,6 +36,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from safe_pip.credentials.phantom import ArmedCredential
+
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
@@ -164,6 +166,7 @@ def build_in_sandbox(
     index_urls: Sequence[str],
     extra_hosts: Sequence[str] = (),
     allow_degraded: bool = False,
+    credentials: Sequence[ArmedCredential] = (),
 ) -> BuildResult:
     """Build ``sdist`` with ``uv build --wheel`` in a fresh sandbox; check the result.
 
@@ -200,6 +203,7 @@ def build_in_sandbox(
             index_urls=index_urls,
             extra_hosts=extra_hosts,
             allow_degraded=allow_degraded,
+            credentials=credentials,
         )
         if code != 0:
             return BuildResult(None, f"the build of {os.path.basename(sdist)} failed", code)

@@ -28,6 +28,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from safe_pip.credentials.phantom import ArmedCredential
+
 #: PEP 517's fallback when a project names no backend.
 _LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 _LEGACY_REQUIRES = ["setuptools>=40.8.0"]
@@ -114,6 +116,7 @@ def build_editable_in_sandbox(
     index_urls: Sequence[str],
     extra_hosts: Sequence[str] = (),
     allow_degraded: bool = False,
+    credentials: Sequence[ArmedCredential] = (),
 ) -> BuildResult:
     """The editable wheel of ``project``, built in a fresh sandbox and checked."""
     project = os.path.abspath(project)
@@ -145,6 +148,7 @@ def build_editable_in_sandbox(
             index_urls=index_urls,
             extra_hosts=extra_hosts,
             allow_degraded=allow_degraded,
+            credentials=credentials,
         )
         label = os.path.basename(project)
         if code != 0:

@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from safe_pip.credentials.phantom import ArmedCredential
+
 PYPI_HOSTS = ("pypi.org:443", "files.pythonhosted.org:443")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -68,9 +70,28 @@ _EXTRA_VARIABLES = ("UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 
 
 def _strip_name(entry: str) -> str:
-    """``name=https://...`` (uv's named-index syntax) -> the URL."""
+    """``name=https://...`` (uv's named-index syntax) -> the URL, with the index's
+    ``UV_INDEX_<NAME>_*`` credentials in it."""
     name, equals, rest = entry.partition("=")
-    return rest if equals and "://" not in name and "/" not in name else entry
+    if equals and "://" not in name and "/" not in name:
+        return with_env_credentials(name, rest)
+    return entry
+
+
+def with_env_credentials(name: str, url: str) -> str:
+    """``url`` with ``UV_INDEX_<NAME>_USERNAME``/``_PASSWORD`` folded in, as uv does
+    for a named index (the name upper-cased, non-alphanumerics as ``_``)."""
+    key = "".join(c if c.isalnum() else "_" for c in name.upper())
+    user = os.environ.get(f"UV_INDEX_{key}_USERNAME")
+    password = os.environ.get(f"UV_INDEX_{key}_PASSWORD")
+    if user is None and password is None:
+        return url
+    from urllib.parse import quote, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = quote(user or "", safe="") + (f":{quote(password, safe='')}" if password else "")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
 def _config_tables(project_dir: str | None) -> list[dict[str, object]]:
@@ -114,8 +135,11 @@ def configured_indexes(
     extra: Sequence[str],
     find_links: Sequence[str],
     project_dir: str | None,
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(index URLs, default first; find-links) as uv would use them.
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[ArmedCredential, ...]]:
+    """(index URLs, default first; find-links; their credentials) as uv would use them.
+
+    Passwords in the URLs are replaced by phantoms, and the credentials returned carry
+    the real values for the proxy (see :mod:`safe_pip.installer.index_credentials`).
 
     The command line first, then uv's and pip's environment variables, then uv's
     configuration files, then PyPI.  The result decides which hosts the build
@@ -131,24 +155,25 @@ def configured_indexes(
     for table in _config_tables(project_dir):
         for entry in _list(table.get("index")):
             if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+                url = entry["url"]
+                if isinstance(entry.get("name"), str):
+                    url = with_env_credentials(entry["name"], url)
                 if entry.get("default") is True:
-                    default = default or entry["url"]
+                    default = default or url
                 else:
-                    extras.append(entry["url"])
+                    extras.append(url)
         configured = table.get("index-url")
         if isinstance(configured, str):
             default = default or configured
         extras += [e for e in _list(table.get("extra-index-url")) if isinstance(e, str)]
         links += [e for e in _list(table.get("find-links")) if isinstance(e, str)]
-    urls = tuple(dict.fromkeys([default or DEFAULT_INDEX, *extras]))
-    for url in (*urls, *links):
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:
-            raise SafePipError(
-                f"{parts.hostname}: index URLs with credentials are not supported yet "
-                "(build code would see them); use an index without a password"
-            )
-    return urls, tuple(dict.fromkeys(links))
+    from safe_pip.installer.index_credentials import protect_index_urls
+
+    urls, credentials = protect_index_urls(
+        tuple(dict.fromkeys([default or DEFAULT_INDEX, *extras]))
+    )
+    link_urls, link_credentials = protect_index_urls(tuple(dict.fromkeys(links)))
+    return urls, link_urls, (*credentials, *link_credentials)
 
 
 def _list(value: object) -> list[object]:

@@ -36,6 +36,7 @@ from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from safe_pip.credentials.phantom import ArmedCredential
     from safe_pip.installer.lock import LockedPackage
 
 #: uv's words when ``--no-build`` left a requirement without a usable wheel.
@@ -63,6 +64,8 @@ class InstallRequest:
     extra_hosts: tuple[str, ...] = ()
     extra_reads: tuple[str, ...] = ()
     allow_degraded: bool = False
+    #: Index passwords: the URLs above hold phantoms, these the real values.
+    credentials: tuple[ArmedCredential, ...] = ()
 
     def local_paths(self) -> tuple[str, ...]:
         """Everything local the command names: the reads its sandboxes get."""
@@ -249,6 +252,7 @@ def _uv(
             shared_cache=shared_cache,
             output=output,
             extra_env=INERT_STARTUP_ENV,
+            credentials=request.credentials,
         )
     finally:
         remove_tree(box)
@@ -373,11 +377,14 @@ def _build_all(
         "index_urls": request.index_urls,
         "extra_hosts": request.extra_hosts,
         "allow_degraded": request.allow_degraded,
+        "credentials": request.credentials,
     }
     built = []
     jobs: list[tuple[str, str, bool]] = []  # (label, source, editable)
     for package in to_build:
-        sdist = fetch_sdist(package, work, request.index_urls, request.find_links)
+        sdist = fetch_sdist(
+            package, work, request.index_urls, request.find_links, request.credentials
+        )
         jobs.append((f"{package.name}=={package.version}", sdist, False))
     jobs += [(os.path.basename(s), s, False) for s in local_builds]
     jobs += [(f"-e {s}", s, True) for s in request.editables]

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 from safe_pip._records import record
 from safe_pip.errors import SafePipError
@@ -23,6 +24,8 @@ from safe_pip.policy.model import is_within
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from safe_pip.credentials.phantom import ArmedCredential
 
 
 @record
@@ -105,6 +108,7 @@ def fetch_sdist(
     directory: str,
     index_urls: Sequence[str],
     find_links: Sequence[str] = (),
+    credentials: Sequence[ArmedCredential] = (),
 ) -> str:
     """Fetch a locked sdist into ``directory`` and check its sha256 against the lock.
 
@@ -132,7 +136,7 @@ def fetch_sdist(
         with open(path, "rb") as copied:
             digest.update(copied.read())
     else:
-        path = _download(package, directory, index_urls, find_links, digest)
+        path = _download(package, directory, index_urls, find_links, digest, credentials)
     if digest.hexdigest() != package.sdist_sha256:
         raise SafePipError(f"{os.path.basename(path)}: sha256 does not match the resolution")
     return path
@@ -144,8 +148,11 @@ def _download(
     index_urls: Sequence[str],
     find_links: Sequence[str],
     digest: hashlib._Hash,
+    credentials: Sequence[ArmedCredential],
 ) -> str:
     import urllib.request
+
+    from safe_pip.installer.index_credentials import basic_auth_for
 
     url = package.sdist_url or ""
     try:
@@ -159,7 +166,13 @@ def _download(
         )
     path = os.path.join(directory, url.rsplit("/", 1)[-1].split("#")[0])
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=60) as response, open(path, "wb") as out:
+    parts = urlsplit(url)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    fetch = urllib.request.Request(bare)
+    authorization = basic_auth_for(url, credentials, index_urls)
+    if authorization is not None:
+        fetch.add_unredirected_header("Authorization", authorization)
+    with opener.open(fetch, timeout=60) as response, open(path, "wb") as out:
         while chunk := response.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)

@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from safe_pip.credentials.phantom import ArmedCredential
     from safe_pip.launcher.plan import SandboxPlan
 
 
@@ -49,6 +50,7 @@ def run_uv_sandboxed(
     shared_cache: str | None = None,
     output: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    credentials: Sequence[ArmedCredential] = (),
 ) -> int:
     """Run ``uv UV_ARGS`` sandboxed; see :func:`run_in_build_sandbox`."""
     return run_in_build_sandbox(
@@ -63,6 +65,7 @@ def run_uv_sandboxed(
         shared_cache=shared_cache,
         output=output,
         extra_env=extra_env,
+        credentials=credentials,
     )
 
 
@@ -80,6 +83,7 @@ def run_in_build_sandbox(
     output: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     protected: Sequence[str] = (),
+    credentials: Sequence[ArmedCredential] = (),
 ) -> int:
     """Run ARGV in the build sandbox; returns its exit code (safe-run's conventions).
 
@@ -139,6 +143,8 @@ def run_in_build_sandbox(
         cwd=private_dir,
         allow_degraded=allow_degraded,
     )
+    # Index passwords: phantoms in uv's URLs, the real values for the proxy only.
+    plan = replace(plan, credentials=tuple(credentials))
     return _run_quietly(plan, output)
 
 

@@ -37,6 +37,7 @@ from safe_pip.policy.model import NetworkPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from safe_pip.launcher.credentials import CredentialSetup
     from safe_pip.proxy.log import DestinationLog
 
 PROXY_HOST = "127.0.0.1"
@@ -56,6 +57,7 @@ class NetworkSetup:
     child_channel: _socket.socket
     network: NetworkPolicy
     log: DestinationLog | None = None
+    credentials: CredentialSetup | None = None
 
 
 def prepare_network(network: NetworkPolicy) -> NetworkSetup:
@@ -163,7 +165,12 @@ def start_network(setup: NetworkSetup, mode: str) -> None:
 
     rules = RuleSet.parse(setup.network.allow)
     log = setup.log = DestinationLog()
-    server = ProxyServer(rules, log)
+    vault = None
+    if setup.credentials is not None:
+        from safe_pip.launcher.credentials import make_vault
+
+        vault = make_vault(setup.credentials, log, setup.port)
+    server = ProxyServer(rules, log, vault=vault)
     inside = fds.pop(TAG_LISTENER, None)
     if mode == "namespace" and inside is not None:
         setup.host_listener.close()

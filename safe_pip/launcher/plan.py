@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Literal
 
+    from safe_pip.credentials.phantom import ArmedCredential
+
 #: Device nodes every program expects; opened read-write but never listed as a tree.
 DEVICES_RW: tuple[str, ...] = (
     "/dev/null",
@@ -49,6 +51,9 @@ class SandboxPlan:
     gid: int
     try_namespaces: bool
     allow_degraded: bool
+    #: Phantom-token credentials with their real values (supervisor-only: the child
+    #: applies ``env``, which holds phantoms; see launcher/credentials.py).
+    credentials: tuple[ArmedCredential, ...] = ()
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:

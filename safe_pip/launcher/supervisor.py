@@ -140,7 +140,15 @@ def run_sandboxed(plan: SandboxPlan, *, verbose: bool = False) -> int:
         from safe_pip.launcher.network import prepare_network, proxy_environment
 
         network = prepare_network(plan.network)
-        plan = replace(plan, env={**plan.env, **proxy_environment(network.port)})
+        extra_env = proxy_environment(network.port)
+        if plan.credentials:
+            from safe_pip.launcher.credentials import prepare_credentials
+
+            cred_env, network.credentials = prepare_credentials(
+                plan.credentials, network.port, plan.private_dir, os.environ
+            )
+            extra_env.update(cred_env)
+        plan = replace(plan, env={**plan.env, **extra_env})
     # Host lookups happen here, before forking: the same work in a fresh fork pays a
     # copy-on-write fault on every page it touches.
     root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None

@@ -44,6 +44,8 @@ TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from safe_pip.credentials.spec import CredentialSpec
+
 PYPROJECT = "pyproject.toml"
 #: ``PolicyError.source`` for mistakes in command-line flags.
 CLI_SOURCE = "command line"
@@ -52,7 +54,7 @@ CLI_SOURCE = "command line"
 #: or the top level of a profile file).  The JSON schema test checks it against
 #: ``schema/safe-run.schema.json``.
 ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("extends", "network", "filesystem", "env"),
+    "": ("extends", "network", "filesystem", "env", "credentials"),
     "filesystem": ("read", "write", "deny"),
     "network": ("allow",),
     "env": ("pass", "set"),
@@ -79,6 +81,8 @@ class CliOverrides:
     #: ``--profile NAME`` (repeatable): applied after the pyproject's own table.
     profiles: tuple[str, ...] = ()
     no_network: bool = False
+    #: ``--credential NAME`` (repeatable): built-in credential definitions.
+    credentials: tuple[str, ...] = ()
 
 
 def find_pyproject(start: str | os.PathLike[str]) -> str | None:
@@ -177,6 +181,14 @@ def load_policy(
     if not builtin_only and (pyproject is not None or not _holds_everything(project_dir, home_str)):
         merger.read.setdefault(project_dir)
 
+    credentials: tuple[CredentialSpec, ...] = ()
+    if merger.credentials:
+        from safe_pip.policy.credentials import resolve_credentials
+
+        credentials = resolve_credentials(merger.credentials, project_dir=project_dir)
+        for path in _credential_stores(credentials, home_str, variables):
+            merger.deny.setdefault(path)
+            protected.append(path)
     allow = tuple(merger.allow)
     return Policy(
         filesystem=FilesystemPolicy(
@@ -185,7 +197,8 @@ def load_policy(
             deny=tuple(merger.deny),
             protected=tuple(dict.fromkeys(protected)),
         ),
-        network=NetworkPolicy(mode="allowlist" if allow else "none", allow=allow),
+        network=NetworkPolicy(mode="allowlist" if allow or credentials else "none", allow=allow),
+        credentials=credentials,
         env=EnvPolicy(
             pass_names=tuple(merger.env_pass),
             set_values=tuple(merger.env_set.items()),
@@ -199,9 +212,19 @@ def load_policy(
 class _Layer:
     """One validated, expanded layer, ready to merge."""
 
-    __slots__ = ("allow", "deny", "env_pass", "env_set", "no_network", "read", "write")
+    __slots__ = (
+        "allow",
+        "credentials",
+        "deny",
+        "env_pass",
+        "env_set",
+        "no_network",
+        "read",
+        "write",
+    )
 
     def __init__(self) -> None:
+        self.credentials: dict[str, dict[str, object]] = {}
         self.read: list[str] = []
         self.write: list[str] = []
         self.deny: list[str] = []
@@ -228,6 +251,7 @@ class _Merger:
         self.allow: dict[str, None] = {}
         self.env_pass: dict[str, None] = {}
         self.env_set: dict[str, str] = {}
+        self.credentials: dict[str, dict[str, object]] = {}
         self.sources: list[str] = []
         self.policy_files: list[str] = []
         self._done: set[str] = set()
@@ -313,9 +337,12 @@ class _Merger:
                 target.setdefault(item)
         if layer.no_network:
             self.allow.clear()
+            self.credentials.clear()  # they need the proxy that "none" takes away
         for pattern in layer.allow:
             self.allow.setdefault(pattern)
         self.env_set.update(layer.env_set)
+        for name, keys in layer.credentials.items():
+            self.credentials.setdefault(name, {}).update(keys)
         self.sources.append(label)
 
     # -- validation --------------------------------------------------------------------
@@ -370,6 +397,18 @@ class _Merger:
             if not isinstance(value, str):
                 raise PolicyError(source, item_key, f"must be a string, not {_describe(value)}")
             layer.env_set[name] = value
+
+        if "credentials" in data:
+            from safe_pip.policy.credentials import parse_credentials
+
+            layer.credentials = parse_credentials(
+                data["credentials"],
+                source=source,
+                key=prefix + "credentials",
+                expand=lambda raw, key: self.path(raw, source=source, key=key, base_dir=base_dir),
+                check_env_name=_env_name,
+                check_host=_host_pattern,
+            )
         return layer, extends
 
     def path(self, raw: str, *, source: str, key: str, base_dir: str | None) -> str:
@@ -461,9 +500,41 @@ def _cli_layer(overrides: CliOverrides, merger: _Merger, cwd: str) -> _Layer | N
         _host_pattern(host, CLI_SOURCE, "--allow-host") for host in overrides.allow_host
     )
     layer.no_network = overrides.no_network
-    if layer.read or layer.write or layer.env_pass or layer.allow or layer.no_network:
+    if overrides.credentials:
+        if overrides.no_network:
+            raise PolicyError(CLI_SOURCE, "--no-network", "cannot be combined with --credential")
+        from safe_pip.policy.credentials import parse_credentials
+
+        layer.credentials = parse_credentials(
+            list(overrides.credentials),
+            source=CLI_SOURCE,
+            key="--credential",
+            expand=lambda raw, key: merger.path(raw, source=CLI_SOURCE, key=key, base_dir=cwd),
+            check_env_name=_env_name,
+            check_host=_host_pattern,
+        )
+    if (
+        layer.read
+        or layer.write
+        or layer.env_pass
+        or layer.allow
+        or layer.no_network
+        or layer.credentials
+    ):
         return layer
     return None
+
+
+def _credential_stores(
+    credentials: tuple[CredentialSpec, ...], home: str, variables: Mapping[str, str]
+) -> list[str]:
+    """Files the real values are read from: denied to the sandbox and protected."""
+    stores = [spec.file for spec in credentials if spec.file is not None]
+    if any(spec.source == "keyring" for spec in credentials):
+        from safe_pip.credentials.sources import keyring_store_paths
+
+        stores += keyring_store_paths(home, variables)
+    return stores
 
 
 def _holds_everything(directory: str, home: str) -> bool:

@@ -18,6 +18,8 @@ TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from typing import Literal
 
+    from safe_pip.credentials.spec import CredentialSpec
+
     NetworkMode = Literal["none", "allowlist"]
 
 
@@ -63,7 +65,8 @@ class FilesystemPolicy:
 @record
 class NetworkPolicy:
     """``none`` (the default): no socket reaches anything.  ``allowlist``: only the
-    ``allow`` host[:port] patterns, through the supervisor's proxy (a later layer)."""
+    ``allow`` host[:port] patterns, through the supervisor's proxy (a policy with
+    credentials is an allowlist even when ``allow`` is empty: the proxy carries them)."""
 
     mode: NetworkMode = "none"
     allow: tuple[str, ...] = ()
@@ -84,6 +87,8 @@ class Policy:
     filesystem: FilesystemPolicy = field(default_factory=FilesystemPolicy)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     env: EnvPolicy = field(default_factory=EnvPolicy)
+    #: Phantom-token credentials (their values are read by the launcher, not here).
+    credentials: tuple[CredentialSpec, ...] = ()
     #: Directory whose pyproject.toml supplied the policy (or the cwd when none did).
     project_dir: str = field(default_factory=os.getcwd)
     #: The pyproject.toml that supplied ``[tool.safe-run]``, if any.

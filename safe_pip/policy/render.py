@@ -71,6 +71,22 @@ def render_toml(policy: Policy, *, layers: Sequence[tuple[str, str]] = ()) -> st
             lines.append(f"# {_comment(name)} = {_comment(value)}  (not valid UTF-8; omitted)")
         else:
             lines.append(f"{key} = {text}")
+    for spec in policy.credentials:
+        lines += ["", f"[tool.safe-run.credentials.{_key(spec.name)}]"]
+        fields: list[tuple[str, str | None]] = [
+            ("env", spec.env),
+            ("source", spec.source),
+            ("key", spec.key or None),
+            ("file", spec.file),
+            ("mode", spec.mode),
+            ("base-url", spec.base_url),
+            ("base-url-env", spec.base_url_env),
+        ]
+        for field_name, field_value in fields:
+            rendered = None if field_value is None else _string(field_value)
+            if rendered is not None:
+                lines.append(f"{field_name} = {rendered}")
+        lines += _array("hosts", spec.hosts)
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
 
+    from safe_pip.proxy.credentials import Vault
     from safe_pip.proxy.inbox import Inbox
     from safe_pip.proxy.upstream import Gate
 
@@ -35,6 +36,7 @@ MAX_HEAD = 64 * 1024
 _REASONS = {
     400: "Bad Request",
     403: "Forbidden",
+    404: "Not Found",
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
@@ -72,11 +74,19 @@ class _Request:
     headers: tuple[tuple[str, str], ...]
 
 
-def serve_http(conn: socket.socket, inbox: Inbox, gate: Gate, settle: Callable[[], None]) -> None:
+def serve_http(
+    conn: socket.socket,
+    inbox: Inbox,
+    gate: Gate,
+    settle: Callable[[], None],
+    vault: Vault | None = None,
+) -> None:
     """Serve one HTTP proxy request; ``settle`` is called once the head is read.
 
     ``settle`` tells the server the client is past its head, so it is no longer
-    the one to evict when connections run out.
+    the one to evict when connections run out.  With a ``vault`` (the run has
+    credentials), credential routes and hosts go to safe_pip.proxy.credentials, and
+    plain-HTTP requests elsewhere are watched for phantoms.
     """
     try:
         try:
@@ -86,15 +96,35 @@ def serve_http(conn: socket.socket, inbox: Inbox, gate: Gate, settle: Callable[[
         forwarded: bytes | None = None  # None: a CONNECT tunnel
         if request.method == "CONNECT":
             host, port = _parse_authority(request.target, default_port=None)
+            if vault is not None and vault.intercepts(host, port):
+                from safe_pip.proxy.credentials import serve_intercepted
+
+                serve_intercepted(conn, inbox, host, port, vault, _INNER_HEAD_TIMEOUT)
+                return
         else:
+            if vault is not None:
+                from safe_pip.proxy.credentials import serve_route
+
+                routed = vault.route(request.target)
+                if routed is not None:
+                    serve_route(conn, inbox, request, routed, vault)
+                    return
             host, port, path = _parse_absolute_uri(request.target)
             forwarded = _forwarded_head(request, path, host, port)
+            if vault is not None:
+                from safe_pip.proxy.credentials import check_head
+
+                check_head(forwarded, host, port, vault)
         upstream = gate.open(host, port)
     except Reject as reject:
         _http_error(conn, reject.status, reject.message)
         return
     with upstream:
-        if forwarded is None:
+        if forwarded is not None and vault is not None:
+            from safe_pip.proxy.credentials import serve_plain
+
+            serve_plain(conn, upstream, forwarded + inbox.rest(), host, port, vault)
+        elif forwarded is None:
             send_all(conn, _ESTABLISHED)
             send_all(upstream, inbox.rest())
             relay(conn, upstream)
@@ -104,6 +134,8 @@ def serve_http(conn: socket.socket, inbox: Inbox, gate: Gate, settle: Callable[[
 
 
 _RESPONSE_HEAD_WAIT = 60.0
+#: How long a client inside an intercepted TLS tunnel has to send its request head.
+_INNER_HEAD_TIMEOUT = 30.0
 
 
 def _response_head_with_close(upstream: socket.socket) -> bytes:
@@ -231,7 +263,9 @@ def _parse_absolute_uri(target: str) -> tuple[str, int, str]:
     return host, port, path
 
 
-def _forwarded_head(request: _Request, path: str, host: str, port: int) -> bytes:
+def _forwarded_head(
+    request: _Request, path: str, host: str, port: int, *, default_port: int = 80
+) -> bytes:
     """The origin-form request: hop-by-hop headers out, Host from the checked URI.
 
     ``Host`` is rewritten because the connection goes to the address the URI named;
@@ -257,7 +291,7 @@ def _forwarded_head(request: _Request, path: str, host: str, port: int) -> bytes
         raise bad("the Content-Length is malformed or given twice differently")
     drop -= _FRAMING
     authority = f"[{host}]" if ":" in host else host
-    if port != 80:
+    if port != default_port:
         authority += f":{port}"
     lines = [f"{request.method} {path} {request.version}", f"Host: {authority}"]
     lines += [f"{name}: {value}" for name, value in request.headers if name.lower() not in drop]

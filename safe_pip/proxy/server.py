@@ -39,6 +39,7 @@ from safe_pip.proxy.upstream import Gate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from safe_pip.proxy.credentials import Vault
     from safe_pip.proxy.log import DestinationLog
     from safe_pip.proxy.rules import RuleSet
     from safe_pip.proxy.upstream import Resolver
@@ -65,8 +66,10 @@ class ProxyServer:
         head_timeout: float = 30.0,
         max_connections: int = 1024,
         resolver: Resolver | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self._gate = Gate(rules, log, connect_timeout=connect_timeout, resolver=resolver)
+        self._vault = vault
         self._head_timeout = head_timeout
         self._max_connections = max(1, max_connections)
         self._lock = threading.Lock()
@@ -160,8 +163,10 @@ class ProxyServer:
         try:
             no_delay(conn)
             inbox = Inbox(conn, time.monotonic() + self._head_timeout)
-            serve = serve_socks if inbox.peek() == 0x05 else serve_http
-            serve(conn, inbox, self._gate, lambda: self._settle(conn))
+            if inbox.peek() == 0x05:
+                serve_socks(conn, inbox, self._gate, lambda: self._settle(conn))
+            else:
+                serve_http(conn, inbox, self._gate, lambda: self._settle(conn), self._vault)
         except Exception:
             pass  # client gone or a bug: either way only this connection ends
         finally:
