@@ -11,6 +11,7 @@ turns a cold session install from tens of seconds into about one.
     nox -s bench                 # start-up benchmark (posargs go to bench/startup.py)
     nox -s bench_network         # network proxy benchmark (posargs go to bench/network.py)
     nox -s bench_install         # safe-pip install vs uv (posargs go to bench/install.py)
+    nox -s bench_credentials     # phantom-token routes (posargs go to bench/credentials.py)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ TYPED_SUPPORT_PATHS = (
     "bench/startup.py",
     "bench/network.py",
     "bench/install.py",
+    "bench/credentials.py",
     "tests/conftest.py",
     "tests/net_servers.py",
     "examples/untrusted-script/steal.py",
@@ -108,3 +110,16 @@ def bench_install(session: nox.Session) -> None:
     """
     session.install(".", "pytest")
     session.run("python", "bench/install.py", *session.posargs)
+
+
+@nox.session
+def bench_credentials(session: nox.Session) -> None:
+    """Time the phantom-token credential routes against direct requests (bench/credentials.py).
+
+    A session of its own rather than part of `bench`: it starts an HTTPS fake API and
+    needs the official `openai` client (in the sandbox and outside it); pytest is
+    installed because the fake API lives in tests/tls_servers.py, which imports the
+    test index (tests/pkg_index.py).
+    """
+    session.install(".", "openai", "httpx", "pytest")
+    session.run("python", "bench/credentials.py", *session.posargs)

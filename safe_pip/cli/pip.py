@@ -19,6 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from safe_pip.credentials.phantom import ArmedCredential
     from safe_pip.installer.install import InstallOutcome
 
 
@@ -72,6 +73,23 @@ def _local_or_url(value: str) -> str:
     import os
 
     return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+
+
+def _indexes(
+    index_url: str | None, extra: tuple[str, ...], find_links: tuple[str, ...], project: str | None
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[ArmedCredential, ...]]:
+    """uv's indexes, passwords swapped for phantoms; the real ones also leave our
+    own ``/proc/PID/cmdline``, which sandboxed code could otherwise read."""
+    from safe_pip.installer.indexes import configured_indexes
+    from safe_pip.sandbox.environment import scrub_own_argv
+
+    urls, links, credentials = configured_indexes(index_url, extra, find_links, project)
+    if credentials:
+        from urllib.parse import quote
+
+        reals = [credential.real for credential in credentials]
+        scrub_own_argv([*reals, *(quote(real, safe="") for real in reals)])
+    return urls, links, credentials
 
 
 def _project_dir() -> str | None:
@@ -185,16 +203,13 @@ def install(
     """Install packages with uv; every build and resolution step runs sandboxed."""
     import os
 
-    from safe_pip.installer.indexes import configured_indexes
     from safe_pip.installer.install import InstallRequest
     from safe_pip.installer.install import install as run_install
 
     if not packages and not requirement_files and not editables:
         raise click.UsageError("name at least one package, -r file or -e project")
     specifiers, local = _split_local(packages)
-    urls, links, credentials = configured_indexes(
-        index_url, extra_index_url, find_links, _project_dir()
-    )
+    urls, links, credentials = _indexes(index_url, extra_index_url, find_links, _project_dir())
     links = tuple(_local_or_url(f) for f in links)
     request = InstallRequest(
         packages=specifiers,
@@ -239,7 +254,6 @@ def sync(
     import os
 
     from safe_pip.installer import sync as syncing
-    from safe_pip.installer.indexes import configured_indexes
     from safe_pip.installer.install import InstallRequest
     from safe_pip.installer.install import install as run_install
     from safe_pip.launcher.scratch import make_private_dir, remove_tree
@@ -248,7 +262,7 @@ def sync(
     if project_dir is None:
         raise SafePipError("no pyproject.toml here or above; run sync inside a project")
     data = syncing.load_pyproject(project_dir)
-    urls, links, credentials = configured_indexes(None, (), (), project_dir)
+    urls, links, credentials = _indexes(None, (), (), project_dir)
     target = target_venv(venv, os.path.join(project_dir, ".venv"))
     work = make_private_dir()
     try:

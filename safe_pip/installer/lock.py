@@ -165,15 +165,26 @@ def _download(
             f"the resolution names an sdist of {package.name} outside the indexes; refusing it"
         )
     path = os.path.join(directory, url.rsplit("/", 1)[-1].split("#")[0])
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    from safe_pip.credentials.tls import upstream_context
+
+    # The trust settings from os.environ, not OpenSSL's getenv(): running a sandbox
+    # zeroes this process's environment block (see sandbox/environment.py).
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=upstream_context(os.environ)),
+    )
     parts = urlsplit(url)
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     fetch = urllib.request.Request(bare)
     authorization = basic_auth_for(url, credentials, index_urls)
     if authorization is not None:
         fetch.add_unredirected_header("Authorization", authorization)
-    with opener.open(fetch, timeout=60) as response, open(path, "wb") as out:
-        while chunk := response.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
+    try:
+        with opener.open(fetch, timeout=60) as response, open(path, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except OSError as exc:  # URLError and HTTPError included
+        reason = getattr(exc, "reason", None) or exc
+        raise SafePipError(f"could not fetch {bare}: {reason}") from None
     return path

@@ -291,7 +291,7 @@ def _forward(
 ) -> None:
     """Swap, connect, relay; refusals become 403s (or a cut connection mid-body)."""
     try:
-        head = _forwarded_head(request, path, host, port, default_port=443)
+        head = _forwarded_head(request, path, host, port, default_port=443, identity=True)
         try:
             head = rewrite_head(head, vault.request_rewriter(host, port))
         except Refused as refused:

@@ -264,9 +264,18 @@ def _parse_absolute_uri(target: str) -> tuple[str, int, str]:
 
 
 def _forwarded_head(
-    request: _Request, path: str, host: str, port: int, *, default_port: int = 80
+    request: _Request,
+    path: str,
+    host: str,
+    port: int,
+    *,
+    default_port: int = 80,
+    identity: bool = False,
 ) -> bytes:
     """The origin-form request: hop-by-hop headers out, Host from the checked URI.
+
+    ``identity`` asks for an uncompressed response (the credential routes scrub
+    real values out of responses, which they cannot do inside gzip).
 
     ``Host`` is rewritten because the connection goes to the address the URI named;
     a different Host header would ask a shared front end (a CDN) for another site.
@@ -293,8 +302,12 @@ def _forwarded_head(
     authority = f"[{host}]" if ":" in host else host
     if port != default_port:
         authority += f":{port}"
+    if identity:  # the credential routes must read responses to scrub them: no gzip
+        drop.add("accept-encoding")
     lines = [f"{request.method} {path} {request.version}", f"Host: {authority}"]
     lines += [f"{name}: {value}" for name, value in request.headers if name.lower() not in drop]
+    if identity:
+        lines.append("Accept-Encoding: identity")
     lines += ["Connection: close", "", ""]
     return "\r\n".join(lines).encode("latin-1")
 

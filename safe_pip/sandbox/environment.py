@@ -62,6 +62,47 @@ def build_environment(
     return env
 
 
+def _own_block(first_field: int) -> tuple[int, int] | None:
+    """(start, end) addresses of this process's argument (45) or environment (47)
+    block, from ``/proc/self/stat`` (fields 48-51 in proc(5), counted from 1)."""
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name start at field 3.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < first_field + 2:
+        return None
+    start, end = int(fields[first_field]), int(fields[first_field + 1])
+    return (start, end) if 0 < start < end else None
+
+
+def scrub_own_argv(secrets: Iterable[str]) -> bool:
+    """Overwrite ``secrets`` with ``*`` in this process's argument block.
+
+    ``/proc/PID/cmdline`` is readable without any ptrace check, and in namespace
+    mode the sandbox's pid 1 is a fork of this process: an index password typed on
+    the command line (``-i https://user:pw@host/simple``) would be one ``open()``
+    away from the build code it is being kept from.  Python keeps its own copy in
+    ``sys.argv``, so nothing of ours needs the original.
+    """
+    block = _own_block(45)
+    if block is None:
+        return False
+    import ctypes
+
+    start, end = block
+    data = ctypes.string_at(start, end - start)
+    for secret in secrets:
+        raw = secret.encode()
+        at = data.find(raw) if raw else -1
+        while at >= 0:
+            ctypes.memset(start + at, ord("*"), len(raw))
+            at = data.find(raw, at + len(raw))
+    return True
+
+
 def scrub_own_environ_block() -> bool:
     """Zero this process's original environment block (what ``/proc/PID/environ`` shows).
 
@@ -74,20 +115,10 @@ def scrub_own_environ_block() -> bool:
     ``execve``, so nothing of ours needs the original block.  Returns False where
     ``/proc`` does not tell us where the block is.
     """
-    try:
-        with open("/proc/self/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return False
-    # Fields after the parenthesised command name start at field 3; env_start and
-    # env_end are fields 50 and 51 (proc(5)).
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if len(fields) < 49:
-        return False
-    start, end = int(fields[47]), int(fields[48])
-    if not 0 < start < end:
+    block = _own_block(47)
+    if block is None:
         return False
     import ctypes
 
-    ctypes.memset(start, 0, end - start)
+    ctypes.memset(block[0], 0, block[1] - block[0])
     return True
