@@ -28,6 +28,7 @@ import ssl
 import threading
 import time
 
+from safe_pip.policy.credentials import base_url_authority
 from safe_pip.proxy.duplex import duplex
 from safe_pip.proxy.http_proxy import (
     MAX_HEAD,
@@ -106,8 +107,8 @@ class Vault:
         """Whether ``CONNECT host:port`` is answered here (a ``tls``-mode host)."""
         return self._ca is not None and _authority(host, port) in self._intercepted
 
-    def route(self, target: str) -> tuple[ArmedCredential, str, int, str] | None:
-        """``(credential, host, port, path)`` for a request to a base-URL route."""
+    def route(self, target: str) -> tuple[str, int, str] | None:
+        """``(host, port, path)`` upstream for a request to a base-URL route."""
         path = target
         if not target.startswith("/"):
             scheme, _, rest = target.partition("://")
@@ -125,10 +126,9 @@ class Vault:
         armed = self._routes.get(name)
         if armed is None or armed.spec.base_url is None:
             raise Reject(404, 0, f"safe-run has no credential route named {name!r}.")
-        origin = armed.spec.base_url.removeprefix("https://").partition("/")[0]
-        host, port = _split_authority(_origin_authority(origin))
+        host, port = _split_authority(base_url_authority(armed.spec.base_url))
         upstream_path = "/" + rest + (f"?{query}" if query else "")
-        return armed, host, port, upstream_path
+        return host, port, upstream_path
 
     # -- rewriting ----------------------------------------------------------------------
 
@@ -234,13 +234,6 @@ def _authority(host: str, port: int) -> str:
     return join_host_port(normalise_host(host) or host, port)
 
 
-def _origin_authority(origin: str) -> str:
-    """``host[:port]`` of a base URL → ``host:port`` (443 by default)."""
-    if origin.startswith("["):
-        return origin if "]:" in origin else origin + ":443"
-    return origin if ":" in origin else origin + ":443"
-
-
 # -- serving ---------------------------------------------------------------------------
 
 
@@ -248,11 +241,11 @@ def serve_route(
     conn: socket.socket,
     inbox: Inbox,
     request: _Request,
-    routed: tuple[ArmedCredential, str, int, str],
+    routed: tuple[str, int, str],
     vault: Vault,
 ) -> None:
     """Forward one base-URL route request over TLS to the credential's origin."""
-    _armed, host, port, path = routed
+    host, port, path = routed
     _forward(conn, inbox.rest(), request, host, port, path, vault)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from safe_pip._records import record
 from safe_pip.proxy.refusal import DRAIN_SECONDS, Reject, bad, drain
 from safe_pip.proxy.relay import relay, send_all
+from safe_pip.proxy.rewrite import HeadCloser
 from safe_pip.proxy.rules import normalise_host
 
 TYPE_CHECKING = False
@@ -168,16 +169,8 @@ def _response_head_with_close(upstream: socket.socket) -> bytes:
         if not chunk:
             break
         data += chunk
-    head, separator, body = data.partition(b"\r\n\r\n")
-    if not separator:
-        return data
-    lines = head.split(b"\r\n")
-    kept = [
-        line
-        for line in lines[1:]
-        if line.split(b":", 1)[0].strip().lower() not in (b"connection", b"keep-alive")
-    ]
-    return b"\r\n".join([lines[0], *kept, b"Connection: close"]) + separator + body
+    closer = HeadCloser()
+    return closer.feed(data) + closer.flush()
 
 
 def _parse_head(raw: bytes) -> _Request:
