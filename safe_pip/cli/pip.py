@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from safe_pip.credentials.phantom import ArmedCredential
-    from safe_pip.installer.install import InstallOutcome
+    from safe_pip.installer.install import InstallOutcome, InstallRequest
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,6 +151,11 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing."
         ),
         click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
+        click.option(
+            "--learn",
+            is_flag=True,
+            help="Trace the build sandboxes; report what they refused and the flags to allow it.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -199,12 +204,12 @@ def install(
     allow_read: tuple[str, ...],
     allow_degraded: bool,
     as_json: bool,
+    learn: bool,
 ) -> None:
     """Install packages with uv; every build and resolution step runs sandboxed."""
     import os
 
     from safe_pip.installer.install import InstallRequest
-    from safe_pip.installer.install import install as run_install
 
     if not packages and not requirement_files and not editables:
         raise click.UsageError("name at least one package, -r file or -e project")
@@ -229,7 +234,7 @@ def install(
         extra_reads=tuple(os.path.abspath(p) for p in allow_read),
         allow_degraded=allow_degraded,
     )
-    report_outcome(run_install(request), request.venv, as_json)
+    report_outcome(_install_maybe_learning(request, learn), request.venv, as_json)
 
 
 @cli.command()
@@ -249,13 +254,13 @@ def sync(
     allow_read: tuple[str, ...],
     allow_degraded: bool,
     as_json: bool,
+    learn: bool,
 ) -> None:
     """Install the project around the working directory: its uv.lock, else its dependencies."""
     import os
 
     from safe_pip.installer import sync as syncing
     from safe_pip.installer.install import InstallRequest
-    from safe_pip.installer.install import install as run_install
     from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
     project_dir = _project_dir()
@@ -303,9 +308,26 @@ def sync(
             ensure_venv(target, python)
             click.echo(f"nothing to install: {project_dir} declares no dependencies")
             return
-        report_outcome(run_install(request), target, as_json)
+        report_outcome(_install_maybe_learning(request, learn), target, as_json)
     finally:
         remove_tree(work)
+
+
+def _install_maybe_learning(request: InstallRequest, learn: bool) -> InstallOutcome:
+    """Run the install; with ``learn``, trace its sandboxes and report what they refused."""
+    from safe_pip.installer.install import install as run_install
+
+    if not learn:
+        return run_install(request)
+    import os
+
+    from safe_pip.installer.learning import learning
+
+    with learning(os.path.expanduser("~")) as collected:
+        outcome = run_install(request)
+    for line in collected.report_lines():
+        click.echo(line, err=True)
+    return outcome
 
 
 def _register_venv_commands() -> None:

@@ -44,6 +44,9 @@ options:
   --no-network         no network at all (the default unless the policy allows hosts)
   -v, --verbose        at exit, list allowed network destinations too (refused ones
                        are always listed)
+  --learn              watch the run and report every path and host the sandbox
+                       refused, with the [tool.safe-run] table that would allow them
+  --write              with --learn: add that table to the pyproject.toml itself
   --explain            print the effective policy and layers; run nothing
   --allow-degraded     run even when a layer the policy needs is missing
   -h, --help           show this help
@@ -69,6 +72,8 @@ _FLAG_OPTIONS = {
     "--allow-degraded": "allow_degraded",
     "--verbose": "verbose",
     "-v": "verbose",
+    "--learn": "learn",
+    "--write": "write",
 }
 
 
@@ -88,6 +93,8 @@ class RunOptions:
     explain: bool = False
     allow_degraded: bool = False
     verbose: bool = False
+    learn: bool = False
+    write: bool = False
     show_help: bool = False
     show_version: bool = False
     kind: Literal["auto", "module", "command"] = "auto"
@@ -209,6 +216,8 @@ def run(opts: RunOptions) -> int:
             cwd=cwd,
             allow_degraded=opts.allow_degraded,
         )
+        if opts.write and not opts.learn:
+            raise SafePipError("--write only works together with --learn", 2)
         if opts.explain:
             from safe_pip.cli.explain import explain
 
@@ -232,7 +241,13 @@ def run(opts: RunOptions) -> int:
                 f"the working directory {cwd} is not visible in the sandbox; run from a "
                 "project (a directory with a pyproject.toml) or grant it with --allow-read"
             )
-        return run_sandboxed(plan, verbose=opts.verbose)
+        if opts.learn:
+            from safe_pip.learn.session import learn_run
+
+            return learn_run(
+                plan, policy, verbose=opts.verbose, write=opts.write, home=_caller_home()
+            )
+        return run_sandboxed(plan, verbose=opts.verbose, failure_hint=True)
     finally:
         if not opts.explain:
             remove_tree(private_dir)  # we made it, we remove it: after any outcome

@@ -167,6 +167,7 @@ def _run_quietly(plan: SandboxPlan, output: str | None) -> int:
     """Run with stdin on /dev/null and stdout on our stderr (or both on ``output``):
     uv's and the build's output are diagnostics, and the caller's stdout carries
     results (``--json``)."""
+    from safe_pip.installer import learning
     from safe_pip.launcher.supervisor import run_sandboxed
 
     saved = [os.dup(0), os.dup(1), os.dup(2)]
@@ -181,7 +182,16 @@ def _run_quietly(plan: SandboxPlan, output: str | None) -> int:
         else:
             os.dup2(sink, 1)
             os.dup2(sink, 2)
-        return run_sandboxed(plan)
+        collector = learning.active()
+        if collector is None:
+            return run_sandboxed(plan)
+        from safe_pip.learn.session import learned_run
+
+        code, proposal = learned_run(
+            plan, verbose=False, home=collector.home, project_dir=plan.private_dir
+        )
+        collector.add(proposal)
+        return code
     finally:
         for fd, original in enumerate(saved):
             os.dup2(original, fd)

@@ -106,6 +106,7 @@ def stage1(
     root: PreparedRoot | None,
     ns_rules: list[Rule] | None = None,
     net: ChildNetwork | None = None,
+    go_fd: int | None = None,
 ) -> NoReturn:
     """First child: new session, then namespaces (or fallback), then the next stage.
 
@@ -114,8 +115,13 @@ def stage1(
     ``ns_rules`` are the namespace-mode Landlock rules, precomputed for the same reason.
     ``net`` is set for a network allowlist: in namespace mode this process (inside the
     new network namespace) makes the proxy's listening socket and sends it out.
+    ``go_fd`` (learn mode): wait for one byte on it, sent once the supervisor has
+    attached as our tracer, so that no descendant and no filter comes before it.
     """
     try:
+        if go_fd is not None:
+            os.read(go_fd, 1)
+            os.close(go_fd)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()  # no controlling terminal: TIOCSTI and tty signals cannot reach us
@@ -338,6 +344,10 @@ def exec_target(
         os.closerange(low, 65536)
         options = seccomp_options(plan, mode)
         apply_landlock(plan, mode, rules, net.port if net is not None else None)
+        if plan.trace_syscalls:  # learn mode: the supervisor is already our tracer
+            from safe_pip.sandbox.seccomp import build_trace_filter
+
+            install_filter(build_trace_filter(plan.trace_syscalls))
         if options.notify_connect and net is None:  # nobody would answer: connect() hangs
             raise RuntimeError("a network allowlist without its proxy channel")
         try:

@@ -54,6 +54,9 @@ class SandboxPlan:
     #: Phantom-token credentials with their real values (supervisor-only: the child
     #: applies ``env``, which holds phantoms; see launcher/credentials.py).
     credentials: tuple[ArmedCredential, ...] = ()
+    #: Learn mode: the supervisor traces the sandbox, and the target installs the
+    #: ``SECCOMP_RET_TRACE`` filter for these syscall numbers (safe_pip/learn/).
+    trace_syscalls: tuple[int, ...] = ()
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:

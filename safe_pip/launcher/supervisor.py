@@ -28,6 +28,7 @@ from safe_pip.sandbox.mounts import prepare_root
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from safe_pip.launcher.network import NetworkSetup
+    from safe_pip.learn.tracer import Tracer
 # ``_signal`` is the C core of ``signal``; the Python wrapper imports ``enum`` (about
 # 7 ms here) just to turn numbers into ``Signals`` members we never need.
 if TYPE_CHECKING:
@@ -126,7 +127,32 @@ def kill_leftovers() -> int:
                 pass
 
 
-def run_sandboxed(plan: SandboxPlan, *, verbose: bool = False) -> int:
+def _start_or_abandon_network(network: NetworkSetup, report: RunReport) -> None:
+    """Once the children have set up: start the proxy, or close it if setup failed."""
+    if report.error is None and report.mode == "fallback":
+        os.write(2, FALLBACK_NETWORK_WARNING.encode())
+    if report.error is None:
+        import _thread
+
+        from safe_pip.launcher.network import start_network
+
+        # In a thread: importing the proxy takes longer than a short program runs,
+        # and the exit must not wait for it.  Connections wait in the listen backlog
+        # (and connect() notifications in the kernel) meanwhile.
+        _thread.start_new_thread(start_network, (network, report.mode))
+    else:
+        from safe_pip.launcher.network import abandon_network
+
+        abandon_network(network)
+
+
+def run_sandboxed(
+    plan: SandboxPlan,
+    *,
+    verbose: bool = False,
+    tracer: Tracer | None = None,
+    failure_hint: bool = False,
+) -> int:
     """Run the plan's target in the sandbox; return safe-run's exit code.
 
     With a network allowlist this process is the sandbox's proxy: its sockets are made
@@ -134,6 +160,13 @@ def run_sandboxed(plan: SandboxPlan, *, verbose: bool = False) -> int:
     starts once the children have finished setting up (see launcher/network.py), and
     the refused destinations (and with ``verbose`` the allowed ones) are reported at
     the end.
+
+    ``failure_hint``: when the program fails, add one line saying whether the sandbox
+    refused it anything and pointing at ``--learn`` (``safe-run``'s ordinary runs).
+
+    With a ``tracer`` (learn mode) the main thread traces the sandbox instead of
+    waiting for it, and the set-up reports are read in a helper thread: a traced
+    child stops at every fork and cannot finish setting up until the tracer runs.
     """
     network: NetworkSetup | None = None
     if plan.network.mode == "allowlist":
@@ -175,35 +208,56 @@ def run_sandboxed(plan: SandboxPlan, *, verbose: bool = False) -> int:
                 channel_fd=network.child_channel.fileno(),
                 host_listener_fd=network.host_listener.fileno(),
             )
+        go_read, go_write = os.pipe2(os.O_CLOEXEC) if tracer is not None else (-1, -1)
         child = os.fork()
         if child == 0:
             os.close(read_fd)
-            stage1(plan, write_fd, root, ns_rules, child_net)
+            if tracer is None:
+                stage1(plan, write_fd, root, ns_rules, child_net)
+            os.close(go_write)
+            stage1(plan, write_fd, root, ns_rules, child_net, go_read)
         os.close(write_fd)
         forward_to.append(child)
-        _read_reports(read_fd, report)
-        if report.init_pid is not None:
-            forward_to.append(report.init_pid)
-        if network is not None:
-            if report.error is None and report.mode == "fallback":
-                os.write(2, FALLBACK_NETWORK_WARNING.encode())
-            if report.error is None:
-                import _thread
 
-                from safe_pip.launcher.network import start_network
+        def finish_setup() -> None:
+            _read_reports(read_fd, report)
+            if report.init_pid is not None:
+                forward_to.append(report.init_pid)
+            if network is not None:
+                _start_or_abandon_network(network, report)
 
-                # In a thread: importing the proxy takes longer than a short program
-                # runs, and the exit must not wait for it.  Connections wait in the
-                # listen backlog (and connect() notifications in the kernel) meanwhile.
-                _thread.start_new_thread(start_network, (network, report.mode))
-            else:
-                from safe_pip.launcher.network import abandon_network
+        if tracer is None:
+            finish_setup()
+            while True:
+                pid, status = os.waitpid(child, 0)
+                if pid == child:
+                    break
+        else:
+            import _thread
 
-                abandon_network(network)
-        while True:
-            pid, status = os.waitpid(child, 0)
-            if pid == child:
-                break
+            os.close(go_read)
+            try:
+                tracer.attach(child)
+            except OSError as exc:
+                os.kill(child, signal.SIGKILL)  # it must not run with nobody tracing it
+                raise SafePipError(
+                    f"learn mode cannot trace the sandbox ({exc.strerror or exc})",
+                    EXIT_INTERNAL,
+                ) from None
+            os.write(go_write, b"g")
+            os.close(go_write)
+            setup_done = _thread.allocate_lock()
+            setup_done.acquire()
+
+            def finish_setup_then_release() -> None:
+                try:
+                    finish_setup()
+                finally:
+                    setup_done.release()
+
+            _thread.start_new_thread(finish_setup_then_release, ())
+            status = tracer.run(child)
+            setup_done.acquire()
         code = exit_code_from_status(status)
     finally:
         for sig, handler in previous.items():
@@ -217,4 +271,37 @@ def run_sandboxed(plan: SandboxPlan, *, verbose: bool = False) -> int:
         from safe_pip.launcher.network import print_network_report
 
         print_network_report(network, verbose)
+        if tracer is not None and network.log is not None:
+            tracer.refused_hosts = network.log.refused_hints()
+    if failure_hint and code != 0:
+        refused = network.log.refused_count() if network and network.log else 0
+        _print_failure_hint(code, refused, no_network=plan.network.mode == "none")
     return code
+
+
+def _print_failure_hint(code: int, refused_connections: int, *, no_network: bool) -> None:
+    """One line after a failed run: what the sandbox refused, and where to look next.
+
+    Refused hosts are known exactly (the proxy saw them, and its lines above name the
+    key to add).  Refused files are not: the kernel reports Landlock denials only
+    through the audit log, which is off on most machines and closed to ordinary
+    users, and tracing every run would cost every run.  So the file half of the hint
+    is a pointer to ``--learn`` and is shown only to a person at a terminal.
+    """
+    if refused_connections:
+        what = "connection" if refused_connections == 1 else "connections"
+        os.write(
+            2,
+            f"safe-run: the program exited with status {code} after the sandbox refused "
+            f"{refused_connections} network {what} (listed above); run it again with "
+            "--learn to list every path and host it was refused, with the policy that "
+            "allows them\n".encode(),
+        )
+    elif os.isatty(2):
+        needs = "a path the sandbox hides" + (" or the network" if no_network else "")
+        os.write(
+            2,
+            f"safe-run: the program exited with status {code}; if it needed {needs}, "
+            "run it again with --learn to see what was refused and the policy that "
+            "allows it\n".encode(),
+        )

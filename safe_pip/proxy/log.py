@@ -75,6 +75,12 @@ class DestinationLog:
             listed = sum(e.count for (*_, allowed), e in self._entries.items() if not allowed)
             return listed + self._unlisted[False]
 
+    def refused_hints(self) -> list[str]:
+        """The allow patterns that would have let each refused destination through."""
+        with self._lock:
+            hints = [e.hint for (*_, allowed), e in self._entries.items() if not allowed]
+        return list(dict.fromkeys(h for h in hints if h is not None))
+
     def report_lines(self, verbose: bool) -> list[str]:
         """Refused destinations first (in the order first seen), allowed ones if verbose."""
         with self._lock:

@@ -148,6 +148,7 @@ _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
 _RET_ALLOW = 0x7FFF0000
 _RET_USER_NOTIF = 0x7FC00000
+_RET_TRACE = 0x7FF00000
 
 # errno values are the asm-generic ones, identical on x86_64 and aarch64; spelled
 # out so a program built for one arch on another host stays correct.
@@ -685,6 +686,30 @@ def build_filter(options: SeccompOptions, arch: str | None = None) -> bytes:
         if nr is not None:
             rule.emit(asm, nr)
     asm.ret(_RET_ALLOW)
+    return asm.assemble()
+
+
+def build_trace_filter(numbers: Iterable[int], arch: str | None = None) -> bytes:
+    """Learn mode's second filter: ``SECCOMP_RET_TRACE`` for ``numbers``, allow the rest.
+
+    It is stacked on the main filter, and the kernel takes the strictest verdict of
+    all filters, so it can only add tracer stops, never allow what the main filter
+    refuses.  A foreign architecture is allowed here because the main filter kills it.
+    Without an attached tracer ``RET_TRACE`` fails the call with ENOSYS, so the
+    launcher installs this only in a process the supervisor already traces.
+    """
+    _, spec = _resolve_arch(arch)
+    asm = _Assembler()
+    asm.load(_OFF_ARCH)
+    asm.jump(_JEQ, spec.audit_arch, 1, 0)
+    asm.ret(_RET_ALLOW)
+    asm.load(_OFF_NR)
+    trace = asm.new_label()
+    for nr in sorted(set(numbers)):
+        asm.jump(_JEQ, nr, trace, 0)
+    asm.ret(_RET_ALLOW)
+    asm.place(trace)
+    asm.ret(_RET_TRACE)
     return asm.assemble()
 
 

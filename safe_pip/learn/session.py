@@ -1,0 +1,121 @@
+"""``safe-run --learn``: one traced run, then what was refused and the table to paste.
+
+The run itself is an ordinary sandboxed run under the current policy, with two
+differences: the supervisor traces the program (safe_pip/learn/tracer.py), and a
+policy without network gets the proxy anyway, allowing nothing, so that every host
+the program asks for is named instead of failing anonymously.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from safe_pip._records import replace
+from safe_pip.learn.proposal import Proposal, policy_spelling, propose
+from safe_pip.policy.model import NetworkPolicy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from safe_pip.launcher.plan import SandboxPlan
+    from safe_pip.learn.pyproject_edit import PolicyAdditions
+    from safe_pip.policy.model import Policy
+
+_PREFIX = "safe-run: learn: "
+
+
+def learned_run(
+    plan: SandboxPlan, *, verbose: bool, home: str, project_dir: str
+) -> tuple[int, Proposal]:
+    """Run ``plan`` traced; return the program's exit code and the proposal."""
+    from safe_pip.launcher.supervisor import run_sandboxed
+    from safe_pip.learn.findings import judge
+    from safe_pip.learn.syscalls import traced_calls
+    from safe_pip.learn.tracer import Tracer
+
+    try:
+        calls = traced_calls(os.uname().machine)
+    except KeyError:
+        from safe_pip.errors import SafePipError
+
+        raise SafePipError(
+            f"learn mode does not know the system calls of {os.uname().machine} yet"
+        ) from None
+    tracer = Tracer(calls)
+    plan = replace(plan, trace_syscalls=tuple(sorted(calls)))
+    if plan.network.mode == "none":
+        plan = replace(plan, network=NetworkPolicy("allowlist", ()))
+    code = run_sandboxed(plan, verbose=verbose, tracer=tracer)
+    denials = judge(tracer.attempts.values(), plan.grants, private_dir=plan.private_dir)
+    proposal = propose(denials, tracer.refused_hosts, home=home, project_dir=project_dir)
+    return code, proposal
+
+
+def additions_for(proposal: Proposal, *, home: str, project_dir: str) -> PolicyAdditions:
+    """The proposal in the spelling a pyproject next to ``project_dir`` would use."""
+    from safe_pip.learn.pyproject_edit import PolicyAdditions
+
+    def spell(paths: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(policy_spelling(p, home=home, project_dir=project_dir) for p in paths)
+
+    return PolicyAdditions(
+        read=spell(proposal.read), write=spell(proposal.write), hosts=proposal.hosts
+    )
+
+
+def report_lines(proposal: Proposal, *, home: str, project_dir: str) -> list[str]:
+    """What was refused, one line per proposed entry, then what stays denied."""
+    lines: list[str] = []
+
+    def spell(path: str) -> str:
+        return policy_spelling(path, home=home, project_dir=project_dir)
+
+    for path in proposal.read:
+        lines.append(f"{_PREFIX}needs read access to {spell(path)}")
+    for path in proposal.write:
+        lines.append(f"{_PREFIX}needs write access to {spell(path)}")
+    for host in proposal.hosts:
+        lines.append(f"{_PREFIX}needs the network host {host}")
+    for path, why, entry in proposal.kept:
+        lines.append(f"{_PREFIX}kept denied: {spell(path)} ({why}: {spell(entry)}); not proposed")
+    return lines
+
+
+def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, home: str) -> int:
+    """``safe-run --learn [--write]``: run, report, propose (and with ``write`` apply)."""
+    from safe_pip.learn.pyproject_edit import merged_table, write_additions
+
+    project_dir = policy.project_dir
+    code, proposal = learned_run(plan, verbose=verbose, home=home, project_dir=project_dir)
+    out = sys.stderr
+    for line in report_lines(proposal, home=home, project_dir=project_dir):
+        out.write(_safe(line) + "\n")
+    if proposal.is_empty():
+        out.write(f"{_PREFIX}the sandbox refused nothing a policy should grant\n")
+        return code
+    additions = additions_for(proposal, home=home, project_dir=project_dir)
+    pyproject = policy.pyproject or os.path.join(project_dir, "pyproject.toml")
+    try:
+        with open(pyproject, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        text = ""
+    if write:
+        if not text:
+            out.write(f"{_PREFIX}no {pyproject} to write to; paste the table below into one\n")
+        else:
+            for change in write_additions(pyproject, additions):
+                out.write(_safe(f"{_PREFIX}{os.path.basename(pyproject)}: {change}") + "\n")
+            return code
+    out.write(
+        f"{_PREFIX}suggested policy for {pyproject} (it replaces the file's "
+        "[tool.safe-run] tables; --write applies it and keeps your comments):\n\n"
+    )
+    out.write(_safe(merged_table(text, additions), keep_newlines=True) + "\n")
+    return code
+
+
+def _safe(text: str, *, keep_newlines: bool = False) -> str:
+    """Paths come from the watched program: no terminal escape sequences reach the screen."""
+    allowed_controls = "\n" if keep_newlines else ""
+    return "".join(c if c.isprintable() or c in allowed_controls else "?" for c in text)

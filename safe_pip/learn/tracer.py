@@ -1,0 +1,192 @@
+"""The learn-mode watch loop: every failed path call of the sandboxed program.
+
+Runs in the supervisor's main thread (ptrace requests must come from the thread
+that attached).  The sandbox's first child is seized before it does anything, and
+fork, vfork and clone events attach every descendant automatically, so the whole
+tree is watched, including the pid-1 init of namespace mode.  Only the target
+installs the ``SECCOMP_RET_TRACE`` filter, so only its watched calls stop.
+
+A watched call stops twice: at the seccomp stop the path arguments are copied out
+of the program's memory (they may change once it runs on), and at the syscall-exit
+stop the result decides whether it is kept.  Successful calls are dropped at once;
+failed ones are kept as :class:`Attempt` records with absolute paths, for
+:mod:`safe_pip.learn.findings` to judge.
+"""
+
+from __future__ import annotations
+
+import os
+
+from safe_pip._records import mutable_record, record
+from safe_pip.learn import ptrace
+from safe_pip.learn.syscalls import AT_FDCWD, TracedCall
+
+#: errno values a sandbox refusal shows up as: Landlock says EACCES (EXDEV for a
+#: rename across rules), a path outside namespace mode's private root is ENOENT, a
+#: read-only bind is EROFS, seccomp says EPERM.
+SANDBOX_ERRNOS = frozenset({1, 2, 13, 18, 30})
+#: Distinct failed accesses kept; a program looping over random names cannot grow
+#: the supervisor without bound.
+MAX_ATTEMPTS = 20000
+
+_WALL = 0x40000000
+_SIGTRAP = 5
+_STOP_SIGNALS = frozenset({19, 20, 21, 22})  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
+_O_ACCMODE = 0o3
+_O_WRITE_FLAGS = 0o100 | 0o1000  # O_CREAT | O_TRUNC
+
+
+@record
+class Attempt:
+    """One failed access: absolute path as the program saw it, kind, errno, call."""
+
+    path: str
+    access: str  # "read" | "write" | "exec" | "entry"
+    errno: int
+    call: str
+
+
+@mutable_record
+class _Pending:
+    call: TracedCall
+    #: (access, raw path, dirfd) per path argument
+    args: list[tuple[str, bytes, int]]
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def _open_access(flags: int | None) -> str:
+    if flags is None:
+        return "read"
+    if flags & _O_ACCMODE or flags & _O_WRITE_FLAGS:
+        return "write"
+    return "read"
+
+
+class Tracer:
+    """Collects :class:`Attempt` records while it waits for the sandbox to finish."""
+
+    def __init__(self, calls: dict[int, TracedCall]) -> None:
+        self._calls = calls
+        self._pending: dict[int, _Pending] = {}
+        self.attempts: dict[tuple[str, str], Attempt] = {}
+        self.overflow = 0
+        self.stops = 0
+        #: Filled in by the supervisor from the proxy's log: allow patterns it refused.
+        self.refused_hosts: list[str] = []
+
+    def attach(self, pid: int) -> None:
+        """Seize the sandbox's first child before it does anything (it waits for us)."""
+        ptrace.seize(pid, ptrace.LEARN_OPTIONS)
+
+    def run(self, root: int) -> int:
+        """Drive every tracee until ``root`` exits; return ``root``'s wait status.
+
+        Descendants still alive then (a daemon in fallback mode) are the
+        supervisor's to kill, as in an ordinary run.
+        """
+        while True:
+            try:
+                pid, status = os.waitpid(-1, _WALL)
+            except ChildProcessError:
+                raise RuntimeError("learn mode lost its tracee") from None
+            if os.WIFSTOPPED(status):
+                self._on_stop(pid, status)
+                continue
+            self._pending.pop(pid, None)
+            if pid == root:
+                return status
+
+    def _on_stop(self, pid: int, status: int) -> None:
+        self.stops += 1
+        signal = (status >> 8) & 0xFF
+        event = (status >> 16) & 0xFF
+        if signal == _SIGTRAP | 0x80:
+            self._finish(pid)
+            ptrace.resume(pid)
+        elif event == ptrace.EVENT_STOP:
+            if signal in _STOP_SIGNALS:
+                ptrace.listen(pid)  # a real group-stop: stay stopped until SIGCONT
+            else:
+                ptrace.resume(pid)  # a new tracee's first stop
+        elif signal == _SIGTRAP and event == ptrace.EVENT_SECCOMP:
+            ptrace.resume(pid, to_syscall_exit=self._begin(pid))
+        elif signal == _SIGTRAP and event:
+            ptrace.resume(pid)  # fork, clone, exec: nothing to do
+        else:
+            ptrace.resume(pid, signal)  # a signal on its way to the program
+
+    def _begin(self, pid: int) -> bool:
+        """At the seccomp stop: copy the paths out; True to stop again at the exit."""
+        try:
+            op, values = ptrace.syscall_info(pid)
+        except OSError:
+            return False
+        if op != ptrace.OP_SECCOMP:
+            return False
+        call = self._calls.get(values[0])
+        if call is None:
+            return False
+        args = values[1:]
+        access_of_open = None
+        if call.flags is not None:
+            flags = ptrace.read_u64(pid, args[2]) if call.flags < 0 else args[call.flags]
+            access_of_open = _open_access(flags)
+        collected: list[tuple[str, bytes, int]] = []
+        for arg in call.paths:
+            raw = ptrace.read_string(pid, args[arg.path])
+            if not raw:  # NULL, unreadable, or "" with AT_EMPTY_PATH (an fd, no path)
+                continue
+            access = access_of_open if arg.access == "open" else arg.access
+            dirfd = AT_FDCWD if arg.dirfd is None else _signed32(args[arg.dirfd])
+            collected.append((access or "read", raw, dirfd))
+        if not collected:
+            return False
+        self._pending[pid] = _Pending(call, collected)
+        return True
+
+    def _finish(self, pid: int) -> None:
+        """At the syscall-exit stop: keep the call if it failed the way a sandbox fails."""
+        pending = self._pending.pop(pid, None)
+        if pending is None:
+            return
+        try:
+            op, values = ptrace.syscall_info(pid)
+        except OSError:
+            return
+        if op != ptrace.OP_EXIT or not values[1]:
+            return
+        errno = -values[0]
+        if errno not in SANDBOX_ERRNOS:
+            return
+        for access, raw, dirfd in pending.args:
+            path = _absolute(pid, raw, dirfd)
+            if path is not None:
+                self._keep(Attempt(path, access, errno, pending.call.name))
+
+    def _keep(self, attempt: Attempt) -> None:
+        key = (attempt.path, attempt.access)
+        if key in self.attempts:
+            return
+        if len(self.attempts) >= MAX_ATTEMPTS:
+            self.overflow += 1
+            return
+        self.attempts[key] = attempt
+
+
+def _absolute(pid: int, raw: bytes, dirfd: int) -> str | None:
+    """``raw`` made absolute against the program's cwd or ``dirfd``, then normalised."""
+    path = os.fsdecode(raw)
+    if not path.startswith("/"):
+        link = f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"
+        try:
+            base = os.readlink(link)
+        except OSError:
+            return None
+        if not base.startswith("/"):
+            return None  # an fd that is not a directory path (pipe:, socket:, ...)
+        path = os.path.join(base, path)
+    return os.path.normpath(path)

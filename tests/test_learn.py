@@ -1,0 +1,428 @@
+"""Learn mode: the sandbox names what it refused and proposes the policy that allows it.
+
+The end-to-end tests follow the attack-test shape of tests/test_attacks.py.  One
+program needs three things the default policy does not give it: a data directory
+outside the project (read in a child process), a result directory outside it
+(written), and a host on the network (fetched from a thread); it also tries to
+read the fake home's ``~/.ssh/id_rsa``.  Run plainly, all four succeed, the key
+included, which proves the program can tell.  Under ``safe-run`` it fails.  Under
+``safe-run --learn`` it fails the same way, but the report proposes the data
+directory, the result directory and the host, and names the key as kept denied;
+after ``--learn --write`` an ordinary run succeeds while the key stays unreadable,
+and the pyproject keeps every comment it had.
+
+Evidence is what the program observed or what reached the server, never what the
+test arranged.  Everything runs in both sandbox modes, as root and (in CI) as an
+unprivileged user.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tomllib
+from net_servers import HttpOrigin
+from sandbox_harness import SAFE_RUN, World, make_world
+
+from safe_pip.learn.findings import Denial, judge
+from safe_pip.learn.proposal import generalise, policy_spelling, propose
+from safe_pip.learn.syscalls import traced_calls
+from safe_pip.learn.tracer import Attempt
+from safe_pip.sandbox.fs_rules import FsGrants
+from safe_pip.sandbox.seccomp import build_trace_filter
+
+needs_safe_run = pytest.mark.skipif(
+    not SAFE_RUN.exists(), reason="safe-run is not installed next to python"
+)
+sandbox = [pytest.mark.sandbox, needs_safe_run]
+
+POLICY_WITH_COMMENTS = """\
+# The policy of the victim project: every comment here must survive --write.
+[tool.safe-run]
+# inputs live in the project
+[tool.safe-run.filesystem]
+read = [
+    "data",  # the small sample
+]
+"""
+
+PROGRAM = """\
+import os, subprocess, sys, threading, urllib.request
+
+data_dir, url, key_path, out_dir = sys.argv[1:5]
+ok = True
+
+# the data set, read file by file in a child process (forks are traced too)
+reader = subprocess.run(
+    [sys.executable, "-c",
+     "import os, sys; d = sys.argv[1]; "
+     "print(sum(len(open(os.path.join(d, n)).read()) for n in sorted(os.listdir(d))))",
+     data_dir],
+    capture_output=True, text=True,
+)
+if reader.returncode == 0:
+    print("DATA", reader.stdout.strip())
+else:
+    ok = False
+    print("DATA-FAILED")
+
+# the host, fetched from a thread
+fetched = []
+def fetch():
+    try:
+        fetched.append(urllib.request.urlopen(url, timeout=10).read())
+    except Exception as exc:
+        print("FETCH-FAILED", exc)
+worker = threading.Thread(target=fetch)
+worker.start()
+worker.join()
+if fetched:
+    print("FETCHED", len(fetched[0]))
+else:
+    ok = False
+
+# the secret: never needed, always tried
+try:
+    with open(key_path) as handle:
+        print("KEY-READ", handle.read().strip()[-8:])
+except OSError as exc:
+    print("KEY-DENIED", exc.errno)
+
+# the results, written outside the project
+try:
+    with open(os.path.join(out_dir, "result.txt"), "w") as handle:
+        handle.write("done")
+    print("WROTE")
+except OSError as exc:
+    ok = False
+    print("WRITE-FAILED", exc.errno)
+sys.exit(0 if ok else 3)
+"""
+
+
+@pytest.fixture
+def origin() -> Iterator[HttpOrigin]:
+    with HttpOrigin() as server:
+        yield server
+
+
+class Scenario:
+    """The program, its world, and the paths it needs."""
+
+    def __init__(self, tmp_path: Path, origin: HttpOrigin) -> None:
+        self.world: World = make_world(tmp_path, POLICY_WITH_COMMENTS)
+        self.data = tmp_path / "datasets" / "weather"
+        self.data.mkdir(parents=True)
+        for index in range(4):
+            (self.data / f"day{index}.csv").write_text(f"t,{index}\n")
+        self.results = tmp_path / "results"
+        self.results.mkdir()
+        for path in (tmp_path / "datasets", self.data, self.results):
+            path.chmod(0o777 if path == self.results else 0o755)
+        self.origin = origin
+        self.key = self.world.home / ".ssh" / "id_rsa"
+        self.script = self.world.write_script(PROGRAM, "analyse.py")
+        self.args = (str(self.data), origin.url("/hello"), str(self.key), str(self.results))
+
+    def plain(self) -> subprocess.CompletedProcess[str]:
+        return self.world.run_plain(self.script, *self.args)
+
+    def safe(self, mode: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        return self.world.run_safe(mode, str(self.script), *self.args, flags=flags)
+
+
+def learn_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("safe-run: learn:")]
+
+
+def suggested_table(stderr: str) -> dict[str, object]:
+    """The TOML block after the 'suggested policy' line, parsed."""
+    marker = "safe-run: learn: suggested policy for "
+    _head, found, tail = stderr.partition(marker)
+    assert found, stderr
+    toml_text = tail.split("\n", 1)[1]
+    table = tomllib.loads(toml_text)["tool"]["safe-run"]
+    assert isinstance(table, dict)
+    return table
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_proposes_what_the_program_needs_and_keeps_ssh_denied(
+    tmp_path: Path, mode: str, origin: HttpOrigin, marks: None
+) -> None:
+    scenario = Scenario(tmp_path, origin)
+    world = scenario.world
+
+    plain = scenario.plain()
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "KEY-READ" in plain.stdout, "the probe must be able to read the key unsandboxed"
+    (scenario.results / "result.txt").unlink()
+    origin.reset()
+
+    refused = scenario.safe(mode)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "DATA-FAILED" in refused.stdout and "KEY-DENIED" in refused.stdout
+    assert not origin.saw("/hello")
+
+    learned = scenario.safe(mode, "--learn")
+    assert learned.returncode == 3, learned.stdout + learned.stderr
+    assert "KEY-DENIED" in learned.stdout, "learn mode must not loosen the sandbox"
+    assert not origin.saw("/hello")
+    lines = learn_lines(learned.stderr)
+    assert f"safe-run: learn: needs read access to {scenario.data}" in lines, lines
+    assert f"safe-run: learn: needs write access to {scenario.results}" in lines, lines
+    assert f"safe-run: learn: needs the network host {origin.authority}" in lines, lines
+    assert any(
+        line.startswith("safe-run: learn: kept denied: ~/.ssh/id_rsa (on the deny list")
+        for line in lines
+    ), lines
+    table = suggested_table(learned.stderr)
+    filesystem = table["filesystem"]
+    assert isinstance(filesystem, dict)
+    assert filesystem["read"] == ["data", str(scenario.data)]
+    assert filesystem["write"] == [str(scenario.results)]
+    assert table["network"] == {"allow": [origin.authority]}
+    proposed = [*filesystem["read"], *filesystem["write"]]
+    ssh = str(world.home / ".ssh")
+    assert not any(str(p).startswith((ssh, "~")) for p in proposed)
+    assert world.project.joinpath("pyproject.toml").read_text().endswith(POLICY_WITH_COMMENTS), (
+        "without --write the pyproject is not touched"
+    )
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_write_then_the_program_runs_and_the_key_stays_hidden(
+    tmp_path: Path, mode: str, origin: HttpOrigin, marks: None
+) -> None:
+    scenario = Scenario(tmp_path, origin)
+    pyproject = scenario.world.project / "pyproject.toml"
+    before = pyproject.read_text()
+
+    written = scenario.safe(mode, "--learn", "--write")
+    assert written.returncode == 3, written.stdout + written.stderr
+    after = pyproject.read_text()
+    for line in before.splitlines():
+        if "#" in line:
+            assert line in after, f"--write dropped {line!r}"
+    policy = tomllib.loads(after)["tool"]["safe-run"]
+    assert policy["filesystem"]["read"] == ["data", str(scenario.data)]
+    assert policy["filesystem"]["write"] == [str(scenario.results)]
+    assert policy["network"]["allow"] == [origin.authority]
+    assert any("added" in line for line in learn_lines(written.stderr))
+
+    origin.reset()
+    second = scenario.safe(mode)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "DATA 16" in second.stdout
+    assert origin.saw("/hello")
+    assert (scenario.results / "result.txt").read_text() == "done"
+    assert "KEY-DENIED" in second.stdout and scenario.world.secret not in second.stdout
+
+    again = scenario.safe(mode, "--learn")
+    assert again.returncode == 0, again.stdout + again.stderr
+    lines = learn_lines(again.stderr)
+    assert "safe-run: learn: the sandbox refused nothing a policy should grant" in lines
+    assert any("kept denied: ~/.ssh/id_rsa" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_failed_run_names_refused_hosts_and_points_at_learn(
+    tmp_path: Path, mode: str, origin: HttpOrigin, marks: None
+) -> None:
+    world = make_world(tmp_path)
+    script = world.write_script(
+        "import sys, urllib.request\n"
+        "try:\n"
+        "    urllib.request.urlopen(sys.argv[1], timeout=10)\n"
+        "except Exception as exc:\n"
+        "    print('FAILED', exc)\n"
+        "    sys.exit(4)\n"
+    )
+    other = HttpOrigin()
+    with other:
+        failed = world.run_safe(
+            mode, str(script), other.url("/hello"), flags=("--allow-host", origin.authority)
+        )
+        worked = world.run_safe(
+            mode, str(script), origin.url("/hello"), flags=("--allow-host", origin.authority)
+        )
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    assert not other.saw("/hello")
+    hint = [line for line in failed.stderr.splitlines() if "exited with status 4" in line]
+    assert len(hint) == 1 and "refused 1 network connection" in hint[0], failed.stderr
+    assert "--learn" in hint[0]
+    assert f'add "{other.authority}" to [tool.safe-run.network] allow' in failed.stderr
+    assert worked.returncode == 0, worked.stdout + worked.stderr
+    assert "exited with status" not in worked.stderr
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_failed_run_at_a_terminal_points_at_learn(tmp_path: Path, mode: str, marks: None) -> None:
+    world = make_world(tmp_path)
+    script = world.write_script("import sys\nopen(sys.argv[1]).read()\n")
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("x")
+    outside.chmod(0o644)
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.run(
+            world.safe_run_argv(str(script), str(outside)),
+            cwd=world.project,
+            env=world.env(mode),
+            stdout=subprocess.DEVNULL,
+            stderr=secondary,
+            timeout=60,
+            check=False,
+        )
+        os.close(secondary)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(primary)
+    assert process.returncode == 1
+    text = output.decode()
+    assert "PermissionError" in text or "FileNotFoundError" in text, text
+    assert "exited with status 1; if it needed a path the sandbox hides" in text, text
+    assert "--learn" in text
+
+
+# --- units: no sandbox ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_traced_call_tables(arch: str) -> None:
+    calls = traced_calls(arch)
+    names = {call.name for call in calls.values()}
+    assert {"openat", "execve", "newfstatat", "statx", "unlinkat", "mkdirat"} <= names
+    assert "openat2" in names and "renameat2" in names
+    filt = build_trace_filter(calls, arch)
+    assert len(filt) % 8 == 0 and len(filt) // 8 == len(calls) + 6
+
+
+def test_unknown_architecture_has_no_table() -> None:
+    with pytest.raises(KeyError):
+        traced_calls("mips")
+
+
+HOME = "/home/ada"
+PROJECT = "/home/ada/proj"
+
+
+def test_generalise_folds_files_into_their_directory() -> None:
+    files = [f"/srv/data/{n}.csv" for n in range(300)]
+    assert generalise(files, home=HOME, project_dir=PROJECT) == ["/srv/data"]
+
+
+def test_generalise_keeps_a_single_file_exact() -> None:
+    assert generalise(["/srv/data/one.csv"], home=HOME, project_dir=PROJECT) == [
+        "/srv/data/one.csv"
+    ]
+
+
+def test_generalise_folds_sibling_directories() -> None:
+    paths = ["/srv/data/a/x", "/srv/data/a/y", "/srv/data/b"]
+    assert generalise(paths, home=HOME, project_dir=PROJECT) == ["/srv/data"]
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["/srv/a", "/srv/b"],  # top level: /srv
+        ["/home/ada/notes.txt", "/home/ada/todo.txt"],  # the home itself
+        ["/home/x", "/home/y"],  # above the home
+        ["/home/ada/proj2", "/home/ada/proj3"],  # siblings of the project: home
+    ],
+)
+def test_generalise_never_climbs_to_broad_directories(paths: list[str]) -> None:
+    assert generalise(paths, home=HOME, project_dir=PROJECT) == sorted(paths)
+
+
+def test_policy_spelling() -> None:
+    assert policy_spelling("/home/ada/proj/out", home=HOME, project_dir=PROJECT) == "out"
+    assert policy_spelling("/home/ada/data", home=HOME, project_dir=PROJECT) == "~/data"
+    assert policy_spelling("/srv/x", home=HOME, project_dir=PROJECT) == "/srv/x"
+
+
+def _attempt(
+    path: Path | str, access: str = "read", errno: int = 13, call: str = "openat"
+) -> Attempt:
+    return Attempt(str(path), access, errno, call)
+
+
+def test_judge_sorts_real_denials_from_ordinary_misses(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x")
+    (tmp_path / "link").symlink_to(data / "a.csv")
+    secret = tmp_path / "home" / ".ssh"
+    secret.mkdir(parents=True)
+    (secret / "id_rsa").write_text("k")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("")
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "x").write_text("")
+    grants = FsGrants(
+        read=(str(project),), deny=(str(secret),), protected=(str(project / "pyproject.toml"),)
+    )
+    attempts = [
+        _attempt(data / "missing.csv", errno=2),  # does not exist anywhere: a miss
+        _attempt(data / "a.csv"),  # exists outside: a denial
+        _attempt(tmp_path / "link"),  # a symlink: the grant names its target
+        _attempt(secret / "id_rsa", errno=2),  # on the deny list
+        _attempt(project / "pyproject.toml", "write", 30),  # protected
+        _attempt(tmp_path / "out" / "new.txt", "write", 2),  # parent missing: a miss
+        _attempt(data / "new.txt", "write", 13),  # create in an existing dir
+        _attempt(data / "gone", "entry", 13, "unlinkat"),  # removing what is not there
+        _attempt(private / "x"),  # the sandbox's own private dir
+        _attempt("/proc/1/environ"),  # never granted
+    ]
+    found = judge(attempts, grants, private_dir=str(private))
+    assert found == [
+        Denial(str(data / "a.csv"), "read", str(data / "a.csv"), "read"),
+        Denial(
+            str(secret / "id_rsa"),
+            "read",
+            str(secret / "id_rsa"),
+            "read",
+            "on the deny list",
+            str(secret),
+        ),
+        Denial(
+            str(project / "pyproject.toml"),
+            "write",
+            str(project / "pyproject.toml"),
+            "write",
+            "a protected path",
+            str(project / "pyproject.toml"),
+        ),
+        Denial(str(data / "new.txt"), "write", str(data), "write"),
+    ]
+
+
+def test_propose_drops_reads_under_writes_and_keeps_denied_apart() -> None:
+    denials = [
+        Denial("/srv/out/a", "read", "/srv/out/a", "read"),
+        Denial("/srv/out/b", "write", "/srv/out", "write"),
+        Denial("/srv/in/x", "read", "/srv/in/x", "read"),
+        Denial("/home/ada/.ssh/id_rsa", "read", "/home/ada/.ssh/id_rsa", "read",
+               "on the deny list", "/home/ada/.ssh"),
+    ]  # fmt: skip
+    proposal = propose(denials, ["h:1", "h:1", "g:2"], home=HOME, project_dir=PROJECT)
+    assert proposal.read == ("/srv/in/x",)
+    assert proposal.write == ("/srv/out",)
+    assert proposal.hosts == ("h:1", "g:2")
+    assert proposal.kept == (("/home/ada/.ssh/id_rsa", "on the deny list", "/home/ada/.ssh"),)
