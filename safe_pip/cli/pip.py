@@ -323,7 +323,7 @@ def _install_maybe_learning(request: InstallRequest, learn: bool) -> InstallOutc
 
     from safe_pip.installer.learning import learning
 
-    with learning(os.path.expanduser("~")) as collected:
+    with learning(os.path.expanduser("~"), request.venv) as collected:
         outcome = run_install(request)
     for line in collected.report_lines():
         click.echo(line, err=True)

@@ -165,6 +165,7 @@ def build_in_sandbox(
     python: str,
     index_urls: Sequence[str],
     extra_hosts: Sequence[str] = (),
+    extra_reads: Sequence[str] = (),
     allow_degraded: bool = False,
     credentials: Sequence[ArmedCredential] = (),
 ) -> BuildResult:
@@ -198,7 +199,7 @@ def build_in_sandbox(
             ],
             python=python,
             private_dir=private_dir,
-            reads=(sdist,),
+            reads=(sdist, *extra_reads),
             writes=(staging, *([sdist] if expected is None else [])),
             index_urls=index_urls,
             extra_hosts=extra_hosts,

@@ -115,6 +115,7 @@ def build_editable_in_sandbox(
     python: str,
     index_urls: Sequence[str],
     extra_hosts: Sequence[str] = (),
+    extra_reads: Sequence[str] = (),
     allow_degraded: bool = False,
     credentials: Sequence[ArmedCredential] = (),
 ) -> BuildResult:
@@ -138,7 +139,7 @@ def build_editable_in_sandbox(
             [python, "-I", "-S", "-c", _DRIVER, json.dumps(spec)],
             python=python,
             private_dir=private_dir,
-            reads=(project,),
+            reads=(project, *extra_reads),
             writes=(staging, project),
             protected=(
                 os.path.join(project, "pyproject.toml"),

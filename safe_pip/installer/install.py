@@ -376,6 +376,7 @@ def _build_all(
         "python": python,
         "index_urls": request.index_urls,
         "extra_hosts": request.extra_hosts,
+        "extra_reads": request.extra_reads,
         "allow_degraded": request.allow_degraded,
         "credentials": request.credentials,
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from contextlib import contextmanager
 
-from safe_pip.learn.proposal import Proposal, policy_spelling
+from safe_pip.learn.proposal import Proposal, policy_spelling, printable
 from safe_pip.policy.model import is_within
 
 TYPE_CHECKING = False
@@ -29,8 +29,10 @@ _PREFIX = "safe-pip: learn: "
 class BuildLearning:
     """The union of every build sandbox's proposal during one command."""
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, venv: str | None = None) -> None:
         self.home = home
+        #: uv locks the target venv from sandboxes that may not write it; not news
+        self.venv = venv
         self.runs = 0
         self._read: dict[str, None] = {}
         self._write: dict[str, None] = {}
@@ -41,7 +43,10 @@ class BuildLearning:
         """Fold one sandbox run's proposal in."""
         self.runs += 1
         self._read.update(dict.fromkeys(proposal.read))
-        self._write.update(dict.fromkeys(proposal.write))
+        venv = self.venv
+        self._write.update(
+            dict.fromkeys(p for p in proposal.write if venv is None or not is_within(p, venv))
+        )
         self._hosts.update(dict.fromkeys(proposal.hosts))
         for path, why, entry in proposal.kept:
             self._kept.setdefault(path, (why, entry))
@@ -70,7 +75,7 @@ class BuildLearning:
             lines.append(f"{_PREFIX}to allow them, run the command again with: {' '.join(flags)}")
         elif not lines:
             lines.append(f"{_PREFIX}the build sandbox refused nothing ({self.runs} sandboxed runs)")
-        return lines
+        return [printable(line) for line in lines]
 
     def _spell(self, path: str) -> str:
         return policy_spelling(path, home=self.home, project_dir="/nonexistent/")
@@ -88,9 +93,9 @@ _active: list[BuildLearning] = []
 
 
 @contextmanager
-def learning(home: str) -> Iterator[BuildLearning]:
-    """Trace every build sandbox started inside the block."""
-    collector = BuildLearning(home)
+def learning(home: str, venv: str | None = None) -> Iterator[BuildLearning]:
+    """Trace every build sandbox started inside the block (installing into ``venv``)."""
+    collector = BuildLearning(home, venv)
     _active.append(collector)
     try:
         yield collector

@@ -12,7 +12,7 @@ import os
 import sys
 
 from safe_pip._records import replace
-from safe_pip.learn.proposal import Proposal, policy_spelling, propose
+from safe_pip.learn.proposal import Proposal, policy_spelling, printable, propose
 from safe_pip.policy.model import NetworkPolicy
 
 TYPE_CHECKING = False
@@ -89,7 +89,7 @@ def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, 
     code, proposal = learned_run(plan, verbose=verbose, home=home, project_dir=project_dir)
     out = sys.stderr
     for line in report_lines(proposal, home=home, project_dir=project_dir):
-        out.write(_safe(line) + "\n")
+        out.write(printable(line) + "\n")
     if proposal.is_empty():
         out.write(f"{_PREFIX}the sandbox refused nothing a policy should grant\n")
         return code
@@ -105,17 +105,11 @@ def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, 
             out.write(f"{_PREFIX}no {pyproject} to write to; paste the table below into one\n")
         else:
             for change in write_additions(pyproject, additions):
-                out.write(_safe(f"{_PREFIX}{os.path.basename(pyproject)}: {change}") + "\n")
+                out.write(printable(f"{_PREFIX}{os.path.basename(pyproject)}: {change}") + "\n")
             return code
     out.write(
         f"{_PREFIX}suggested policy for {pyproject} (it replaces the file's "
         "[tool.safe-run] tables; --write applies it and keeps your comments):\n\n"
     )
-    out.write(_safe(merged_table(text, additions), keep_newlines=True) + "\n")
+    out.write(printable(merged_table(text, additions), keep_newlines=True) + "\n")
     return code
-
-
-def _safe(text: str, *, keep_newlines: bool = False) -> str:
-    """Paths come from the watched program: no terminal escape sequences reach the screen."""
-    allowed_controls = "\n" if keep_newlines else ""
-    return "".join(c if c.isprintable() or c in allowed_controls else "?" for c in text)
