@@ -3,7 +3,7 @@
 The end-to-end tests follow the attack-test shape of tests/test_attacks.py.  One
 program needs three things the default policy does not give it: a data directory
 outside the project (read in a child process), a result directory outside it
-(written), and a host on the network (fetched from a thread); it also tries to
+(written from a thread), and a host on the network; it also tries to
 read the fake home's ``~/.ssh/id_rsa``.  Run plainly, all four succeed, the key
 included, which proves the program can tell.  Under ``safe-run`` it fails.  Under
 ``safe-run --learn`` it fails the same way, but the report proposes the data
@@ -30,7 +30,7 @@ from net_servers import HttpOrigin
 from sandbox_harness import SAFE_RUN, World, make_world
 
 from safe_pip.learn.findings import Denial, judge
-from safe_pip.learn.proposal import generalise, policy_spelling, propose
+from safe_pip.learn.proposal import generalise, policy_spelling, printable, propose
 from safe_pip.learn.syscalls import traced_calls
 from safe_pip.learn.tracer import Attempt
 from safe_pip.sandbox.fs_rules import FsGrants
@@ -71,20 +71,12 @@ else:
     ok = False
     print("DATA-FAILED")
 
-# the host, fetched from a thread
-fetched = []
-def fetch():
-    try:
-        fetched.append(urllib.request.urlopen(url, timeout=10).read())
-    except Exception as exc:
-        print("FETCH-FAILED", exc)
-worker = threading.Thread(target=fetch)
-worker.start()
-worker.join()
-if fetched:
-    print("FETCHED", len(fetched[0]))
-else:
+# the host
+try:
+    print("FETCHED", len(urllib.request.urlopen(url, timeout=10).read()))
+except Exception as exc:
     ok = False
+    print("FETCH-FAILED", exc)
 
 # the secret: never needed, always tried
 try:
@@ -93,14 +85,19 @@ try:
 except OSError as exc:
     print("KEY-DENIED", exc.errno)
 
-# the results, written outside the project
-try:
-    with open(os.path.join(out_dir, "result.txt"), "w") as handle:
-        handle.write("done")
-    print("WROTE")
-except OSError as exc:
-    ok = False
-    print("WRITE-FAILED", exc.errno)
+# the results, written outside the project from another thread (threads are traced)
+written = []
+def write_results():
+    try:
+        with open(os.path.join(out_dir, "result.txt"), "w") as handle:
+            handle.write("done")
+        written.append(True)
+    except OSError as exc:
+        print("WRITE-FAILED", exc.errno)
+writer = threading.Thread(target=write_results)
+writer.start()
+writer.join()
+ok = ok and bool(written)
 sys.exit(0 if ok else 3)
 """
 
@@ -411,6 +408,11 @@ def test_judge_sorts_real_denials_from_ordinary_misses(tmp_path: Path) -> None:
         ),
         Denial(str(data / "new.txt"), "write", str(data), "write"),
     ]
+
+
+def test_printable_strips_terminal_controls() -> None:
+    assert printable("/srv/\x1b[2Jx\ty") == "/srv/?[2Jx?y"
+    assert printable("a\nb", keep_newlines=True) == "a\nb"
 
 
 def test_propose_drops_reads_under_writes_and_keeps_denied_apart() -> None:
