@@ -21,14 +21,17 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import tomllib
 from net_servers import HttpOrigin
 from sandbox_harness import SAFE_RUN, World, make_world
 
+from safe_pip.learn.env_lookups import looks_secret, read_lookups, wanted_variables
 from safe_pip.learn.findings import Denial, judge
 from safe_pip.learn.proposal import generalise, policy_spelling, printable, propose
 from safe_pip.learn.syscalls import traced_calls
@@ -78,6 +81,12 @@ except Exception as exc:
     ok = False
     print("FETCH-FAILED", exc)
 
+# the environment: a setting the program needs, and a token it should never get
+region = os.environ.get("WEATHER_REGION")
+print("REGION", region)
+ok = ok and region == "eu-north"
+print("TOKEN", os.getenv("WEATHER_API_TOKEN"))
+
 # the secret: never needed, always tried
 try:
     with open(key_path) as handle:
@@ -126,11 +135,26 @@ class Scenario:
         self.script = self.world.write_script(PROGRAM, "analyse.py")
         self.args = (str(self.data), origin.url("/hello"), str(self.key), str(self.results))
 
+    ENV: ClassVar[dict[str, str]] = {
+        "WEATHER_REGION": "eu-north",
+        "WEATHER_API_TOKEN": "wt-" + "7" * 20,
+    }
+
     def plain(self) -> subprocess.CompletedProcess[str]:
-        return self.world.run_plain(self.script, *self.args)
+        return subprocess.run(
+            [sys.executable, str(self.script), *self.args],
+            cwd=self.world.project,
+            env=self.world.env(**self.ENV),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def safe(self, mode: str, *flags: str) -> subprocess.CompletedProcess[str]:
-        return self.world.run_safe(mode, str(self.script), *self.args, flags=flags)
+        return self.world.run_safe(
+            mode, str(self.script), *self.args, flags=flags, env_extra=self.ENV
+        )
 
 
 def learn_lines(stderr: str) -> list[str]:
@@ -158,6 +182,7 @@ def test_learn_proposes_what_the_program_needs_and_keeps_ssh_denied(
     plain = scenario.plain()
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "KEY-READ" in plain.stdout, "the probe must be able to read the key unsandboxed"
+    assert f"TOKEN {Scenario.ENV['WEATHER_API_TOKEN']}" in plain.stdout
     (scenario.results / "result.txt").unlink()
     origin.reset()
 
@@ -178,12 +203,22 @@ def test_learn_proposes_what_the_program_needs_and_keeps_ssh_denied(
         line.startswith("safe-run: learn: kept denied: ~/.ssh/id_rsa (on the deny list")
         for line in lines
     ), lines
+    assert (
+        "safe-run: learn: looked for the environment variable WEATHER_REGION, which you "
+        "have and the sandbox does not pass"
+    ) in lines, lines
+    assert any(
+        line.startswith("safe-run: learn: kept out: the environment variable WEATHER_API_TOKEN")
+        for line in lines
+    ), lines
+    assert "TOKEN None" in learned.stdout
     table = suggested_table(learned.stderr)
     filesystem = table["filesystem"]
     assert isinstance(filesystem, dict)
     assert filesystem["read"] == ["data", str(scenario.data)]
     assert filesystem["write"] == [str(scenario.results)]
     assert table["network"] == {"allow": [origin.authority]}
+    assert table["env"] == {"pass": ["WEATHER_REGION"]}
     proposed = [*filesystem["read"], *filesystem["write"]]
     ssh = str(world.home / ".ssh")
     assert not any(str(p).startswith((ssh, "~")) for p in proposed)
@@ -210,6 +245,7 @@ def test_learn_write_then_the_program_runs_and_the_key_stays_hidden(
     assert policy["filesystem"]["read"] == ["data", str(scenario.data)]
     assert policy["filesystem"]["write"] == [str(scenario.results)]
     assert policy["network"]["allow"] == [origin.authority]
+    assert policy["env"]["pass"] == ["WEATHER_REGION"]
     assert any("added" in line for line in learn_lines(written.stderr))
 
     origin.reset()
@@ -219,6 +255,7 @@ def test_learn_write_then_the_program_runs_and_the_key_stays_hidden(
     assert origin.saw("/hello")
     assert (scenario.results / "result.txt").read_text() == "done"
     assert "KEY-DENIED" in second.stdout and scenario.world.secret not in second.stdout
+    assert "REGION eu-north" in second.stdout and "TOKEN None" in second.stdout
 
     again = scenario.safe(mode, "--learn")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -408,6 +445,37 @@ def test_judge_sorts_real_denials_from_ordinary_misses(tmp_path: Path) -> None:
         ),
         Denial(str(data / "new.txt"), "write", str(data), "write"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("OPENAI_API_KEY", True),
+        ("GITHUB_TOKEN", True),
+        ("AWS_REGION", True),
+        ("DB_PASSWORD", True),
+        ("SENTRY_DSN", True),
+        ("WEATHER_REGION", False),
+        ("KEYBOARD_LAYOUT", False),
+        ("EDITOR", False),
+    ],
+)
+def test_looks_secret(name: str, secret: bool) -> None:
+    assert looks_secret(name) is secret
+
+
+def test_read_lookups_takes_only_well_formed_names(tmp_path: Path) -> None:
+    record = tmp_path / "lookups"
+    record.write_bytes(b"GOOD\n\x1b[2J\nALSO_GOOD\nGOOD\n1BAD\nbad-name\n\xff\n" + b"X" * 300)
+    assert read_lookups(str(record)) == ["GOOD", "ALSO_GOOD"]
+    assert read_lookups(str(tmp_path / "absent")) == []
+
+
+def test_wanted_variables_only_what_the_caller_has_and_the_sandbox_lacks() -> None:
+    looked_for = ["REGION", "HOME", "UNSET", "MY_TOKEN"]
+    caller = {"REGION": "eu", "HOME": "/h", "MY_TOKEN": "t"}
+    sandbox = {"HOME": "/private"}
+    assert wanted_variables(looked_for, caller, sandbox) == (["REGION"], ["MY_TOKEN"])
 
 
 def test_printable_strips_terminal_controls() -> None:

@@ -32,9 +32,13 @@ class Proposal:
     hosts: tuple[str, ...] = ()
     #: (path, why, policy entry responsible) for refusals no proposal will ever lift
     kept: tuple[tuple[str, str, str], ...] = ()
+    #: environment variables the program looked for, to pass through
+    env_pass: tuple[str, ...] = ()
+    #: ... and the ones that look like secrets, never proposed
+    env_kept: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.read or self.write or self.hosts)
+        return not (self.read or self.write or self.hosts or self.env_pass)
 
 
 def _too_broad(path: str, home: str, project_dir: str) -> bool:

@@ -50,10 +50,11 @@ class PolicyAdditions:
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()  # network allow patterns
+    env_pass: tuple[str, ...] = ()  # environment variables to pass through
 
     def is_empty(self) -> bool:
         """True when there is nothing to add (then nothing is written)."""
-        return not (self.read or self.write or self.hosts)
+        return not (self.read or self.write or self.hosts or self.env_pass)
 
 
 class InvalidPyproject(SafePipError, ValueError):
@@ -207,7 +208,16 @@ def _apply(document: tomlkit.TOMLDocument, additions: PolicyAdditions) -> list[s
                 network = _add_table(parent, "network", super_table=False)
         _extend(network, "allow", existing, new)
         changes += [f"network.allow: added {_quoted(entry)}" for entry in new]
-    for table in (filesystem, network):
+    env = None if safe_run is None else _child_table(safe_run, "env", "tool.safe-run.env")
+    kept.append(env)
+    existing = None if env is None else _array(env, "pass", "env.pass")
+    new = _missing(additions.env_pass, existing)
+    if new:
+        if env is None:
+            env = _add_table(ensure_safe_run(), "env", super_table=False)
+        _extend(env, "pass", existing, new)
+        changes += [f"env.pass: added {_quoted(entry)}" for entry in new]
+    for table in (filesystem, network, env):
         created = all(table is not old for old in kept)
         if created and isinstance(table, Table):
             # tomlkit puts no blank line between a new table and whatever follows it;
@@ -331,6 +341,7 @@ def _check(original: str, new_text: str, additions: PolicyAdditions) -> None:
         (not additions.hosts or set(additions.hosts) <= set(network.get("allow", [])))
         and set(additions.read) <= set(filesystem.get("read", []))
         and set(additions.write) <= set(filesystem.get("write", []))
+        and set(additions.env_pass) <= set(policy.get("env", {}).get("pass", []))
     )
     if before != after or not complete:  # pragma: no cover - a tomlkit bug
         raise InvalidPyproject("could not be edited safely; add the entries by hand")

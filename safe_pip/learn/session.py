@@ -25,9 +25,13 @@ _PREFIX = "safe-run: learn: "
 
 
 def learned_run(
-    plan: SandboxPlan, *, verbose: bool, home: str, project_dir: str
+    plan: SandboxPlan, *, verbose: bool, home: str, project_dir: str, watch_env: bool = False
 ) -> tuple[int, Proposal]:
-    """Run ``plan`` traced; return the program's exit code and the proposal."""
+    """Run ``plan`` traced; return the program's exit code and the proposal.
+
+    ``watch_env``: also record the environment variables a Python program looked
+    for (safe_pip/learn/env_lookups.py); only ``safe-run`` can act on them.
+    """
     from safe_pip.launcher.supervisor import run_sandboxed
     from safe_pip.learn.findings import judge
     from safe_pip.learn.syscalls import traced_calls
@@ -45,9 +49,20 @@ def learned_run(
     plan = replace(plan, trace_syscalls=tuple(sorted(calls)))
     if plan.network.mode == "none":
         plan = replace(plan, network=NetworkPolicy("allowlist", ()))
+    sandbox_env = plan.env
+    record = None
+    if watch_env:
+        from safe_pip.learn import env_lookups
+
+        hook_dir, record = env_lookups.install_hook(os.path.join(plan.private_dir, "tmp"))
+        plan = replace(plan, env=env_lookups.with_hook(plan.env, hook_dir))
     code = run_sandboxed(plan, verbose=verbose, tracer=tracer)
     denials = judge(tracer.attempts.values(), plan.grants, private_dir=plan.private_dir)
     proposal = propose(denials, tracer.refused_hosts, home=home, project_dir=project_dir)
+    if record is not None:
+        looked_for = env_lookups.read_lookups(record)
+        to_pass, secret = env_lookups.wanted_variables(looked_for, os.environ, sandbox_env)
+        proposal = replace(proposal, env_pass=tuple(to_pass), env_kept=tuple(secret))
     return code, proposal
 
 
@@ -59,7 +74,10 @@ def additions_for(proposal: Proposal, *, home: str, project_dir: str) -> PolicyA
         return tuple(policy_spelling(p, home=home, project_dir=project_dir) for p in paths)
 
     return PolicyAdditions(
-        read=spell(proposal.read), write=spell(proposal.write), hosts=proposal.hosts
+        read=spell(proposal.read),
+        write=spell(proposal.write),
+        hosts=proposal.hosts,
+        env_pass=proposal.env_pass,
     )
 
 
@@ -76,9 +94,29 @@ def report_lines(proposal: Proposal, *, home: str, project_dir: str) -> list[str
         lines.append(f"{_PREFIX}needs write access to {spell(path)}")
     for host in proposal.hosts:
         lines.append(f"{_PREFIX}needs the network host {host}")
+    for name in proposal.env_pass:
+        lines.append(
+            f"{_PREFIX}looked for the environment variable {name}, which you have and the "
+            "sandbox does not pass"
+        )
     for path, why, entry in proposal.kept:
         lines.append(f"{_PREFIX}kept denied: {spell(path)} ({why}: {spell(entry)}); not proposed")
+    for name in proposal.env_kept:
+        lines.append(
+            f"{_PREFIX}kept out: the environment variable {name} looks like a secret; not "
+            f"proposed ({_credential_advice(name)})"
+        )
     return lines
+
+
+def _credential_advice(name: str) -> str:
+    """Point at the built-in credential that uses ``name``, if one does."""
+    from safe_pip.credentials.builtin import BUILTIN_CREDENTIALS
+
+    for credential, table in BUILTIN_CREDENTIALS.items():
+        if table.get("env") == name:
+            return f'credentials = ["{credential}"] gives the program a stand-in for it'
+    return "a [tool.safe-run.credentials] entry gives the program a stand-in for it"
 
 
 def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, home: str) -> int:
@@ -86,7 +124,9 @@ def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, 
     from safe_pip.learn.pyproject_edit import merged_table, write_additions
 
     project_dir = policy.project_dir
-    code, proposal = learned_run(plan, verbose=verbose, home=home, project_dir=project_dir)
+    code, proposal = learned_run(
+        plan, verbose=verbose, home=home, project_dir=project_dir, watch_env=True
+    )
     out = sys.stderr
     for line in report_lines(proposal, home=home, project_dir=project_dir):
         out.write(printable(line) + "\n")
