@@ -12,6 +12,7 @@ turns a cold session install from tens of seconds into about one.
     nox -s bench_network         # network proxy benchmark (posargs go to bench/network.py)
     nox -s bench_install         # safe-pip install vs uv (posargs go to bench/install.py)
     nox -s bench_credentials     # phantom-token routes (posargs go to bench/credentials.py)
+    nox -s bench_learn           # safe-run --learn vs a normal run (posargs go to bench/learn.py)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ TYPED_SUPPORT_PATHS = (
     "bench/network.py",
     "bench/install.py",
     "bench/credentials.py",
+    "bench/learn.py",
     "tests/conftest.py",
     "tests/net_servers.py",
     "examples/untrusted-script/steal.py",
@@ -124,3 +126,15 @@ def bench_credentials(session: nox.Session) -> None:
     """
     session.install(".", "openai", "httpx", "pytest")
     session.run("python", "bench/credentials.py", *session.posargs)
+
+
+@nox.session
+def bench_learn(session: nox.Session) -> None:
+    """Time `safe-run --learn` against a normal sandboxed run (bench/learn.py).
+
+    A session of its own rather than part of `bench`: it runs CPU-bound and file-heavy
+    workloads for a few minutes, and its imports workload needs the `openai` client
+    (with httpx and pydantic) installed in the venv.
+    """
+    session.install(".", "openai", "httpx")
+    session.run("python", "bench/learn.py", *session.posargs)
