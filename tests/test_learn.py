@@ -33,8 +33,9 @@ from sandbox_harness import SAFE_RUN, World, make_world
 
 from safe_pip.learn.env_lookups import looks_secret, read_lookups, wanted_variables
 from safe_pip.learn.findings import Denial, judge
+from safe_pip.learn.foresight import Foresight
 from safe_pip.learn.proposal import generalise, policy_spelling, printable, propose
-from safe_pip.learn.syscalls import traced_calls
+from safe_pip.learn.syscalls import fd_only_flags, traced_calls
 from safe_pip.learn.tracer import Attempt
 from safe_pip.sandbox.fs_rules import FsGrants
 from safe_pip.sandbox.seccomp import build_trace_filter
@@ -341,8 +342,12 @@ def test_traced_call_tables(arch: str) -> None:
     names = {call.name for call in calls.values()}
     assert {"openat", "execve", "newfstatat", "statx", "unlinkat", "mkdirat"} <= names
     assert "openat2" in names and "renameat2" in names
-    filt = build_trace_filter(calls, arch)
-    assert len(filt) % 8 == 0 and len(filt) // 8 == len(calls) + 6
+    plain = build_trace_filter(calls, arch)
+    assert len(plain) % 8 == 0 and len(plain) // 8 == len(calls) + 6
+    shortcuts = fd_only_flags(calls)
+    assert len(shortcuts) == 3  # newfstatat, statx, execveat
+    with_shortcuts = build_trace_filter(calls, arch, shortcuts)
+    assert len(with_shortcuts) // 8 == len(calls) + 6 + 2 * len(shortcuts)
 
 
 def test_unknown_architecture_has_no_table() -> None:
@@ -496,3 +501,42 @@ def test_propose_drops_reads_under_writes_and_keeps_denied_apart() -> None:
     assert proposal.write == ("/srv/out",)
     assert proposal.hosts == ("h:1", "g:2")
     assert proposal.kept == (("/home/ada/.ssh/id_rsa", "on the deny list", "/home/ada/.ssh"),)
+
+
+def test_foresight_follows_only_calls_that_could_be_refusals(tmp_path: Path) -> None:
+    granted = tmp_path / "granted"
+    (granted / "pkg").mkdir(parents=True)
+    (granted / "pkg" / "mod.py").write_text("")
+    (granted / "escape").symlink_to(tmp_path / "outside.txt")
+    (tmp_path / "outside.txt").write_text("")
+    out = tmp_path / "out"
+    out.mkdir()
+    secret = granted / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("")
+    protected = out / "pyproject.toml"
+    protected.write_text("")
+    private = tmp_path / "private"
+    private.mkdir()
+    grants = FsGrants(
+        read=(str(granted),), write=(str(out),), deny=(str(secret),), protected=(str(protected),)
+    )
+    look = Foresight(grants, str(private))
+    # granted and present: allowed, no second stop
+    assert not look.may_be_refused(str(granted / "pkg" / "mod.py"), "read")
+    # missing everywhere: an ordinary miss
+    assert not look.may_be_refused(str(granted / "pkg" / "mod.cpython-311.so"), "read")
+    assert not look.may_be_refused(str(tmp_path / "nowhere" / "new.txt"), "write")
+    # outside the grants, a symlink, the deny list: follow to the result
+    assert look.may_be_refused(str(tmp_path / "outside.txt"), "read")
+    assert look.may_be_refused(str(granted / "escape"), "read")
+    assert look.may_be_refused(str(secret / "key"), "read")
+    # writes: inside a write grant yes, onto a protected path or a read grant no
+    assert not look.may_be_refused(str(out / "new.txt"), "write")
+    assert not look.may_be_refused(str(out / "new-dir"), "entry")
+    assert look.may_be_refused(str(protected), "write")
+    assert look.may_be_refused(str(granted / "pkg" / "mod.py"), "write")
+    assert look.may_be_refused(str(granted / "pkg" / "new.py"), "entry")
+    # the run's own scratch space and /proc are never reported
+    assert not look.may_be_refused(str(private / "x"), "read")
+    assert not look.may_be_refused("/proc/1/environ", "read")

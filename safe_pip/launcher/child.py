@@ -347,7 +347,10 @@ def exec_target(
         if plan.trace_syscalls:  # learn mode: the supervisor is already our tracer
             from safe_pip.sandbox.seccomp import build_trace_filter
 
-            install_filter(build_trace_filter(plan.trace_syscalls))
+            program = build_trace_filter(
+                plan.trace_syscalls, fd_only_flags=dict(plan.trace_fd_only)
+            )
+            install_filter(program)
         if options.notify_connect and net is None:  # nobody would answer: connect() hangs
             raise RuntimeError("a network allowlist without its proxy channel")
         try:

@@ -57,6 +57,9 @@ class SandboxPlan:
     #: Learn mode: the supervisor traces the sandbox, and the target installs the
     #: ``SECCOMP_RET_TRACE`` filter for these syscall numbers (safe_pip/learn/).
     trace_syscalls: tuple[int, ...] = ()
+    #: ... and for some of them the index of their ``AT_*`` flags (see
+    #: ``seccomp.build_trace_filter``): ``(number, index)`` pairs
+    trace_fd_only: tuple[tuple[int, int], ...] = ()
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 from safe_pip._records import record
+from safe_pip.learn.foresight import ignored
 from safe_pip.policy.model import is_within
 from safe_pip.sandbox.fs_rules import FsGrants
 
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
     from safe_pip.learn.tracer import Attempt
 
 _EACCES = 13
-#: Never proposed.  The sandbox has its own /proc.  The others are files runtimes
-#: probe and do fine without (Rust's ``available_parallelism`` reads cgroup CPU
-#: quotas, allocators read the transparent-hugepage setting): noise in a proposal,
-#: and the cgroup tree describes the host's other processes.
-_NEVER_GRANTED = ("/proc", "/sys/fs/cgroup", "/sys/kernel/mm/transparent_hugepage")
 
 
 @record
@@ -68,7 +64,7 @@ def judge(attempts: Iterable[Attempt], grants: FsGrants, *, private_dir: str) ->
 
 def _judge_one(attempt: Attempt, grants: FsGrants, private_dir: str) -> Denial | None:
     path = attempt.path
-    if _is_scratch(path, private_dir) or any(is_within(path, p) for p in _NEVER_GRANTED):
+    if ignored(path, private_dir):
         return None
     deny = _first_within((path, os.path.realpath(path)), grants.deny)
     if attempt.access in ("read", "exec"):
@@ -101,12 +97,3 @@ def _judge_one(attempt: Attempt, grants: FsGrants, private_dir: str) -> Denial |
 def _first_within(paths: tuple[str, ...], roots: tuple[str, ...]) -> str | None:
     """The first of ``roots`` that holds any of ``paths``."""
     return next((r for r in roots if any(is_within(p, r) for p in paths)), None)
-
-
-def _is_scratch(path: str, private_dir: str) -> bool:
-    """Within this run's private dir or a sibling ``safe-run-*`` one (an install runs
-    several sandboxes, each with its own, all gone once the command ends)."""
-    if is_within(path, private_dir):
-        return True
-    base = os.path.dirname(private_dir)
-    return is_within(path, base) and path[len(base.rstrip("/")) + 1 :].startswith("safe-run-")

@@ -82,6 +82,8 @@ _readv.argtypes = [
 _readv.restype = ctypes.c_ssize_t
 
 _info_buffer = ctypes.create_string_buffer(_INFO_SIZE)
+_info_address = ctypes.addressof(_info_buffer)
+_U64 = struct.Struct("=Q")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PATH_MAX = 4096
 _read_buffer = ctypes.create_string_buffer(_PATH_MAX)
@@ -126,12 +128,27 @@ def syscall_info(pid: int) -> tuple[int, tuple[int, ...]]:
     ``values`` is ``(nr, a0..a5)`` at a seccomp or entry stop and ``(rval, is_error)``
     at an exit stop.
     """
-    _call(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, ctypes.addressof(_info_buffer))
-    raw = _info_buffer.raw
-    op = raw[0]
+    _call(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, _info_address)
+    op = _info_buffer.raw[0]
     if op == OP_EXIT:
-        return op, _EXIT.unpack_from(raw, _HEAD.size)
-    return op, _CALL.unpack_from(raw, _HEAD.size)
+        return op, _EXIT.unpack_from(_info_buffer, _HEAD.size)
+    return op, _CALL.unpack_from(_info_buffer, _HEAD.size)
+
+
+# One pair of iovecs, refilled for every read: the tracer reads memory thousands of
+# times a second and builds no objects it does not need.
+_read_address = ctypes.addressof(_read_buffer)
+_local = _IoVec(_read_address, 0)
+_remote = _IoVec(0, 0)
+_local_ref = ctypes.byref(_local)
+_remote_ref = ctypes.byref(_remote)
+
+
+def _read_into_buffer(pid: int, address: int, size: int) -> int:
+    _local.len = size
+    _remote.base = address
+    _remote.len = size
+    return int(_readv(pid, _local_ref, 1, _remote_ref, 1, 0))
 
 
 def read_string(pid: int, address: int) -> bytes | None:
@@ -145,12 +162,10 @@ def read_string(pid: int, address: int) -> bytes | None:
     collected = b""
     while len(collected) < _PATH_MAX:
         chunk = min(_PAGE - address % _PAGE, _PATH_MAX - len(collected))
-        local = _IoVec(ctypes.addressof(_read_buffer), chunk)
-        remote = _IoVec(address, chunk)
-        got = int(_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0))
+        got = _read_into_buffer(pid, address, chunk)
         if got <= 0:
             return None
-        data = _read_buffer.raw[:got]
+        data = ctypes.string_at(_read_address, got)
         end = data.find(b"\0")
         if end >= 0:
             return collected + data[:end]
@@ -160,12 +175,8 @@ def read_string(pid: int, address: int) -> bytes | None:
 
 
 def read_u64(pid: int, address: int) -> int | None:
-    """One little-endian or native 64-bit word (the flags at the head of ``open_how``)."""
-    if not address:
+    """One native 64-bit word (the flags at the head of ``struct open_how``)."""
+    if not address or _read_into_buffer(pid, address, 8) != 8:
         return None
-    local = _IoVec(ctypes.addressof(_read_buffer), 8)
-    remote = _IoVec(address, 8)
-    if int(_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)) != 8:
-        return None
-    value: int = struct.unpack_from("=Q", _read_buffer.raw)[0]
+    value: int = _U64.unpack_from(_read_buffer)[0]
     return value

@@ -34,7 +34,8 @@ def learned_run(
     """
     from safe_pip.launcher.supervisor import run_sandboxed
     from safe_pip.learn.findings import judge
-    from safe_pip.learn.syscalls import traced_calls
+    from safe_pip.learn.foresight import Foresight
+    from safe_pip.learn.syscalls import fd_only_flags, traced_calls
     from safe_pip.learn.tracer import Tracer
 
     try:
@@ -45,8 +46,12 @@ def learned_run(
         raise SafePipError(
             f"learn mode does not know the system calls of {os.uname().machine} yet"
         ) from None
-    tracer = Tracer(calls)
-    plan = replace(plan, trace_syscalls=tuple(sorted(calls)))
+    tracer = Tracer(calls, Foresight(plan.grants, plan.private_dir))
+    plan = replace(
+        plan,
+        trace_syscalls=tuple(sorted(calls)),
+        trace_fd_only=tuple(sorted(fd_only_flags(calls).items())),
+    )
     if plan.network.mode == "none":
         plan = replace(plan, network=NetworkPolicy("allowlist", ()))
     sandbox_env = plan.env
@@ -121,8 +126,6 @@ def _credential_advice(name: str) -> str:
 
 def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, home: str) -> int:
     """``safe-run --learn [--write]``: run, report, propose (and with ``write`` apply)."""
-    from safe_pip.learn.pyproject_edit import merged_table, write_additions
-
     project_dir = policy.project_dir
     code, proposal = learned_run(
         plan, verbose=verbose, home=home, project_dir=project_dir, watch_env=True
@@ -133,6 +136,9 @@ def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, 
     if proposal.is_empty():
         out.write(f"{_PREFIX}the sandbox refused nothing a policy should grant\n")
         return code
+    # Only now: tomlkit takes about 35 ms to import, for runs that have something to say.
+    from safe_pip.learn.pyproject_edit import merged_table, write_additions
+
     additions = additions_for(proposal, home=home, project_dir=project_dir)
     pyproject = policy.pyproject or os.path.join(project_dir, "pyproject.toml")
     try:

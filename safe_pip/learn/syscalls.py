@@ -41,6 +41,10 @@ class TracedCall:
     paths: tuple[PathArg, ...]
     #: index of the open flags argument; -1: flags live in ``struct open_how`` (openat2)
     flags: int | None = None
+    #: index of an ``AT_*`` flags argument: with ``AT_EMPTY_PATH`` set the call works
+    #: on an fd, not a path (glibc's ``fstat`` is ``newfstatat(fd, "", AT_EMPTY_PATH)``),
+    #: and the seccomp filter lets it run without a stop
+    at_flags: int | None = None
 
 
 def _p(path: int, dirfd: int | None, access: str) -> PathArg:
@@ -55,8 +59,8 @@ _CALLS: tuple[tuple[str, TracedCall], ...] = (
     ("creat", TracedCall("creat", (_p(0, None, "write"),))),
     ("stat", TracedCall("stat", (_p(0, None, "read"),))),
     ("lstat", TracedCall("lstat", (_p(0, None, "read"),))),
-    ("newfstatat", TracedCall("newfstatat", (_p(1, 0, "read"),))),
-    ("statx", TracedCall("statx", (_p(1, 0, "read"),))),
+    ("newfstatat", TracedCall("newfstatat", (_p(1, 0, "read"),), at_flags=3)),
+    ("statx", TracedCall("statx", (_p(1, 0, "read"),), at_flags=2)),
     ("access", TracedCall("access", (_p(0, None, "read"),))),
     ("faccessat", TracedCall("faccessat", (_p(1, 0, "read"),))),
     ("faccessat2", TracedCall("faccessat2", (_p(1, 0, "read"),))),
@@ -64,7 +68,7 @@ _CALLS: tuple[tuple[str, TracedCall], ...] = (
     ("readlinkat", TracedCall("readlinkat", (_p(1, 0, "read"),))),
     ("chdir", TracedCall("chdir", (_p(0, None, "read"),))),
     ("execve", TracedCall("execve", (_p(0, None, "exec"),))),
-    ("execveat", TracedCall("execveat", (_p(1, 0, "exec"),))),
+    ("execveat", TracedCall("execveat", (_p(1, 0, "exec"),), at_flags=4)),
     ("truncate", TracedCall("truncate", (_p(0, None, "write"),))),
     ("mkdir", TracedCall("mkdir", (_p(0, None, "entry"),))),
     ("mkdirat", TracedCall("mkdirat", (_p(1, 0, "entry"),))),
@@ -110,3 +114,8 @@ def traced_calls(arch: str) -> dict[int, TracedCall]:
     """
     numbers = _NUMBERS[_ALIASES.get(arch, arch)]
     return {numbers[name]: call for name, call in _CALLS if name in numbers}
+
+
+def fd_only_flags(calls: Mapping[int, TracedCall]) -> dict[int, int]:
+    """Syscall number -> index of its ``AT_*`` flags, for the filter's fd-only shortcut."""
+    return {nr: call.at_flags for nr, call in calls.items() if call.at_flags is not None}

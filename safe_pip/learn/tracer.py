@@ -6,11 +6,13 @@ fork, vfork and clone events attach every descendant automatically, so the whole
 tree is watched, including the pid-1 init of namespace mode.  Only the target
 installs the ``SECCOMP_RET_TRACE`` filter, so only its watched calls stop.
 
-A watched call stops twice: at the seccomp stop the path arguments are copied out
-of the program's memory (they may change once it runs on), and at the syscall-exit
-stop the result decides whether it is kept.  Successful calls are dropped at once;
-failed ones are kept as :class:`Attempt` records with absolute paths, for
-:mod:`safe_pip.learn.findings` to judge.
+A watched call stops at its seccomp stop, where the path arguments are copied out
+of the program's memory and made absolute (they, the cwd and the dirfd may change
+once it runs on).  When :class:`~safe_pip.learn.foresight.Foresight` says the call
+could turn out to be a refusal, it stops again at the syscall exit, where the
+result decides whether it is kept.  Successful calls are dropped at once; failed
+ones are kept as :class:`Attempt` records, for :mod:`safe_pip.learn.findings` to
+judge.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import os
 from safe_pip._records import mutable_record, record
 from safe_pip.learn import ptrace
 from safe_pip.learn.syscalls import AT_FDCWD, TracedCall
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from safe_pip.learn.foresight import Foresight
 
 #: errno values a sandbox refusal shows up as: Landlock says EACCES (EXDEV for a
 #: rename across rules), a path outside namespace mode's private root is ENOENT, a
@@ -49,8 +55,8 @@ class Attempt:
 @mutable_record
 class _Pending:
     call: TracedCall
-    #: (access, raw path, dirfd) per path argument
-    args: list[tuple[str, bytes, int]]
+    #: (access, absolute path) per path argument
+    args: list[tuple[str, str]]
 
 
 def _signed32(value: int) -> int:
@@ -69,8 +75,9 @@ def _open_access(flags: int | None) -> str:
 class Tracer:
     """Collects :class:`Attempt` records while it waits for the sandbox to finish."""
 
-    def __init__(self, calls: dict[int, TracedCall]) -> None:
+    def __init__(self, calls: dict[int, TracedCall], foresight: Foresight | None = None) -> None:
         self._calls = calls
+        self._foresight = foresight
         self._pending: dict[int, _Pending] = {}
         self.attempts: dict[tuple[str, str], Attempt] = {}
         self.overflow = 0
@@ -135,14 +142,22 @@ class Tracer:
         if call.flags is not None:
             flags = ptrace.read_u64(pid, args[2]) if call.flags < 0 else args[call.flags]
             access_of_open = _open_access(flags)
-        collected: list[tuple[str, bytes, int]] = []
+        collected: list[tuple[str, str]] = []
         for arg in call.paths:
             raw = ptrace.read_string(pid, args[arg.path])
             if not raw:  # NULL, unreadable, or "" with AT_EMPTY_PATH (an fd, no path)
                 continue
-            access = access_of_open if arg.access == "open" else arg.access
             dirfd = AT_FDCWD if arg.dirfd is None else _signed32(args[arg.dirfd])
-            collected.append((access or "read", raw, dirfd))
+            path = _absolute(pid, raw, dirfd)  # now: the fd or cwd may change later
+            if path is None:
+                continue
+            if arg.access == "open":
+                collected.append((access_of_open or "read", path))
+            else:
+                collected.append((arg.access, path))
+        foresight = self._foresight
+        if foresight is not None:
+            collected = [(a, p) for a, p in collected if foresight.may_be_refused(p, a)]
         if not collected:
             return False
         self._pending[pid] = _Pending(call, collected)
@@ -162,10 +177,8 @@ class Tracer:
         errno = -values[0]
         if errno not in SANDBOX_ERRNOS:
             return
-        for access, raw, dirfd in pending.args:
-            path = _absolute(pid, raw, dirfd)
-            if path is not None:
-                self._keep(Attempt(path, access, errno, pending.call.name))
+        for access, path in pending.args:
+            self._keep(Attempt(path, access, errno, pending.call.name))
 
     def _keep(self, attempt: Attempt) -> None:
         key = (attempt.path, attempt.access)

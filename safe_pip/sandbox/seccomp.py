@@ -149,6 +149,7 @@ _RET_ERRNO = 0x00050000
 _RET_ALLOW = 0x7FFF0000
 _RET_USER_NOTIF = 0x7FC00000
 _RET_TRACE = 0x7FF00000
+_AT_EMPTY_PATH = 0x1000
 
 # errno values are the asm-generic ones, identical on x86_64 and aarch64; spelled
 # out so a program built for one arch on another host stays correct.
@@ -689,7 +690,11 @@ def build_filter(options: SeccompOptions, arch: str | None = None) -> bytes:
     return asm.assemble()
 
 
-def build_trace_filter(numbers: Iterable[int], arch: str | None = None) -> bytes:
+def build_trace_filter(
+    numbers: Iterable[int],
+    arch: str | None = None,
+    fd_only_flags: Mapping[int, int] | None = None,
+) -> bytes:
     """Learn mode's second filter: ``SECCOMP_RET_TRACE`` for ``numbers``, allow the rest.
 
     It is stacked on the main filter, and the kernel takes the strictest verdict of
@@ -697,16 +702,30 @@ def build_trace_filter(numbers: Iterable[int], arch: str | None = None) -> bytes
     refuses.  A foreign architecture is allowed here because the main filter kills it.
     Without an attached tracer ``RET_TRACE`` fails the call with ENOSYS, so the
     launcher installs this only in a process the supervisor already traces.
+
+    ``fd_only_flags`` maps a syscall number to the index of its ``AT_*`` flags
+    argument: with ``AT_EMPTY_PATH`` set there the call is let through without a stop
+    (it works on a file descriptor; every ``fstat`` is such a call).
     """
     _, spec = _resolve_arch(arch)
+    fd_only = fd_only_flags or {}
     asm = _Assembler()
     asm.load(_OFF_ARCH)
     asm.jump(_JEQ, spec.audit_arch, 1, 0)
     asm.ret(_RET_ALLOW)
     asm.load(_OFF_NR)
-    trace = asm.new_label()
+    trace, allow = asm.new_label(), asm.new_label()
     for nr in sorted(set(numbers)):
-        asm.jump(_JEQ, nr, trace, 0)
+        index = fd_only.get(nr)
+        if index is None:
+            asm.jump(_JEQ, nr, trace, 0)
+            continue
+        other = asm.new_label()
+        asm.jump(_JEQ, nr, 0, other)
+        asm.load_arg_low(index)
+        asm.jump(_JSET, _AT_EMPTY_PATH, allow, trace)
+        asm.place(other)  # reached before the load: A still holds the number
+    asm.place(allow)
     asm.ret(_RET_ALLOW)
     asm.place(trace)
     asm.ret(_RET_TRACE)
