@@ -56,7 +56,7 @@ from typing import Any
 # HTTPS fake API and its CA are the credential tests' own (tests/tls_servers.py), so
 # the benchmark and the tests exercise the same server.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from startup import MODE_ENV, NO_USERNS_VAR, percentile
+from startup import MODE_ENV, NO_USERNS_VAR, add_target_arguments, comma_list, percentile
 from tls_servers import FakeApi, TestCA
 
 #: Variables that would send the *direct* client through some proxy of the caller's.
@@ -408,7 +408,6 @@ def print_report(results: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; defaults measure the venv this script runs in."""
-    here = Path(sys.executable)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3, help="client runs per case (3)")
     parser.add_argument("--requests", type=int, default=50, help="(a) per client run (50)")
@@ -420,16 +419,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--modes", default="namespace", help="namespace,fallback (namespace)")
     parser.add_argument("--parts", default=",".join(PARTS), help="request,stream")
-    parser.add_argument("--safe-run", type=Path, default=here.parent / "safe-run")
-    parser.add_argument(
-        "--venv",
-        type=Path,
-        default=Path(sys.prefix) if sys.prefix != sys.base_prefix else None,
-        help="venv passed to safe-run as --venv (default: this interpreter's venv)",
-    )
+    add_target_arguments(parser)
     args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    args.modes = comma_list(args.modes)
+    args.parts = comma_list(args.parts)
     if not args.modes or set(args.modes) - set(MODE_ENV):
         parser.error("--modes: a comma-separated subset of namespace, fallback")
     if not args.parts or set(args.parts) - set(PARTS):

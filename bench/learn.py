@@ -39,17 +39,23 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # The start-up benchmark's modes, project and statistics, so all benchmarks report alike.
-from startup import MODE_ENV, NO_USERNS_VAR, PYPROJECT, percentile
+from startup import (
+    MODE_ENV,
+    NO_USERNS_VAR,
+    PYPROJECT,
+    add_target_arguments,
+    comma_list,
+    percentile,
+    time_once,
+)
 
 from safe_pip.learn.syscalls import traced_calls
 
@@ -133,34 +139,6 @@ class Series:
     env: dict[str, str]
     samples_ns: list[int] = field(default_factory=list)
     error: str | None = None
-
-
-def time_once(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple[int, str | None]:
-    """Run `argv` once; elapsed nanoseconds and an error text (last stderr line) if it failed.
-
-    stdout and stderr go to pipes, not the terminal; learn mode's report on stderr is
-    read and thrown away.
-    """
-    start = time.perf_counter_ns()
-    try:
-        result = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return time.perf_counter_ns() - start, f"{type(exc).__name__}: {exc}"
-    elapsed = time.perf_counter_ns() - start
-    if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
-        detail = lines[-1] if lines else "(no stderr)"
-        return elapsed, f"exit {result.returncode}: {detail}"
-    return elapsed, None
 
 
 def make_data(root: Path) -> int:
@@ -326,7 +304,6 @@ def print_table(rows: list[dict[str, Any]], header: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; defaults measure the venv this script runs in."""
-    here = Path(sys.executable)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=15, help="measured rounds (15)")
     parser.add_argument("--warmup", type=int, default=1, help="discarded rounds first (1)")
@@ -342,17 +319,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated modules the imports workload loads",
     )
     parser.add_argument("--no-strace", action="store_true", help="do not count calls")
-    parser.add_argument("--safe-run", type=Path, default=here.parent / "safe-run")
-    parser.add_argument(
-        "--venv",
-        type=Path,
-        default=Path(sys.prefix) if sys.prefix != sys.base_prefix else None,
-        help="venv passed to safe-run as --venv (default: this interpreter's venv)",
-    )
+    add_target_arguments(parser)
     args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
-    args.import_modules = [name.strip() for name in args.import_modules.split(",") if name.strip()]
+    args.modes = comma_list(args.modes)
+    args.workloads = comma_list(args.workloads)
+    args.import_modules = comma_list(args.import_modules)
     if not args.modes or set(args.modes) - set(MODE_ENV):
         parser.error("--modes: a comma-separated subset of namespace, fallback")
     if not args.workloads or set(args.workloads) - set(WORKLOADS):

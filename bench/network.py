@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from net_servers import HttpOrigin, pattern_sha256
 
 # The start-up benchmark's modes, project and statistics, so both report alike.
-from startup import MODE_ENV, NO_USERNS_VAR, PYPROJECT, percentile
+from startup import MODE_ENV, NO_USERNS_VAR, PYPROJECT, add_target_arguments, comma_list, percentile
 
 #: Variables that would send the *bare* client through some proxy of the caller's.
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -346,7 +346,6 @@ def print_report(results: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options; defaults measure the venv this script runs in."""
-    here = Path(sys.executable)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size-mib", type=int, default=1024, help="transfer size (1024)")
     parser.add_argument("--rounds", type=int, default=3, help="transfer/TTFB rounds (3)")
@@ -355,16 +354,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--modes", default="namespace,fallback", help="namespace,fallback")
     parser.add_argument("--parts", default=",".join(PARTS), help="transfer,ttfb,startup")
-    parser.add_argument("--safe-run", type=Path, default=here.parent / "safe-run")
-    parser.add_argument(
-        "--venv",
-        type=Path,
-        default=Path(sys.prefix) if sys.prefix != sys.base_prefix else None,
-        help="venv passed to safe-run as --venv (default: this interpreter's venv)",
-    )
+    add_target_arguments(parser)
     args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    args.modes = comma_list(args.modes)
+    args.parts = comma_list(args.parts)
     if not args.modes or set(args.modes) - set(MODE_ENV):
         parser.error("--modes: a comma-separated subset of namespace, fallback")
     if not args.parts or set(args.parts) - set(PARTS):

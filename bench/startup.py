@@ -209,18 +209,9 @@ def print_table(results: list[dict[str, Any]], header: str) -> None:
     print("(times in ms; 'added' and 'ratio' compare medians)")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options; defaults measure the venv this script runs in."""
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--safe-run`` and ``--venv``, shared by every benchmark that runs safe-run."""
     here = Path(sys.executable)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=30, help="measured runs per side (30)")
-    parser.add_argument("--warmup", type=int, default=2, help="discarded runs first (2)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--modes",
-        default="namespace,fallback",
-        help="comma-separated subset of: namespace, fallback (default: both)",
-    )
     parser.add_argument(
         "--safe-run",
         type=Path,
@@ -233,8 +224,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Path(sys.prefix) if sys.prefix != sys.base_prefix else None,
         help="venv passed to safe-run as --venv (default: this interpreter's venv)",
     )
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``: how the benchmarks take lists on the command line."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options; defaults measure the venv this script runs in."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=30, help="measured runs per side (30)")
+    parser.add_argument("--warmup", type=int, default=2, help="discarded runs first (2)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--modes",
+        default="namespace,fallback",
+        help="comma-separated subset of: namespace, fallback (default: both)",
+    )
+    add_target_arguments(parser)
     args = parser.parse_args(argv)
-    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    modes = comma_list(args.modes)
     unknown = sorted(set(modes) - set(MODE_ENV))
     if unknown or not modes:
         parser.error(f"--modes: unknown mode(s) {', '.join(unknown) or '(none given)'}")
