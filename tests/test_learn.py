@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -540,3 +542,61 @@ def test_foresight_follows_only_calls_that_could_be_refusals(tmp_path: Path) -> 
     # the run's own scratch space and /proc are never reported
     assert not look.may_be_refused(str(private / "x"), "read")
     assert not look.may_be_refused("/proc/1/environ", "read")
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_run_ends_on_sigterm(tmp_path: Path, mode: str, marks: None) -> None:
+    """The tracer reaps every tracee: a killed namespace must not hang the supervisor."""
+    world = make_world(tmp_path)
+    process = subprocess.Popen(
+        world.safe_run_argv("--", "sleep", "60", flags=("--learn",)),
+        cwd=world.project,
+        env=world.env(mode),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)
+    # Everything with safe-run's command line at once, as `pkill -f` or a service
+    # manager stopping a cgroup would: the sandbox's first child dies before the
+    # program, so the namespace is torn down around processes only we can reap.
+    for pid in (process.pid, *children_of(process.pid)):
+        os.kill(pid, signal.SIGTERM)
+    assert process.wait(timeout=20) == 128 + signal.SIGTERM
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_run_kills_leftovers_and_lets_stopped_children_go_on(
+    tmp_path: Path, mode: str, marks: None
+) -> None:
+    world = make_world(tmp_path)
+    marker = str(40000 + os.getpid() % 20000)  # a sleep length no other test uses
+    script = world.write_script(
+        "import os, signal, subprocess, sys, time\n"
+        # a child that stops itself (a group-stop under the tracer) until SIGCONT
+        "child = subprocess.Popen([sys.executable, '-c', 'import os, signal; "
+        'os.kill(os.getpid(), signal.SIGSTOP); print("RESUMED", flush=True)\'])\n'
+        "time.sleep(0.5)\n"
+        "os.kill(child.pid, signal.SIGCONT)\n"
+        "print('CHILD', child.wait(timeout=10), flush=True)\n"
+        # and a daemon that would outlive the program
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+        "sys.exit(5)\n"
+    )
+    out = world.run_safe(mode, str(script), flags=("--learn",), timeout=30)
+    assert out.returncode == 5, out.stdout + out.stderr
+    assert "RESUMED" in out.stdout and "CHILD 0" in out.stdout
+    leftovers = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert leftovers.stdout == "", "a daemon outlived the learn run"

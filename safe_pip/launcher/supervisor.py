@@ -101,6 +101,15 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+def _kill_children() -> None:
+    """SIGKILL every direct child; the learn-mode tracer reaps them."""
+    for pid in _children_of(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def kill_leftovers() -> int:
     """Kill every remaining descendant (they were re-parented to us, the subreaper)."""
     killed = 0
@@ -256,7 +265,7 @@ def run_sandboxed(
                     setup_done.release()
 
             _thread.start_new_thread(finish_setup_then_release, ())
-            status = tracer.run(child)
+            status = tracer.run(child, _kill_children)
             setup_done.acquire()
         code = exit_code_from_status(status)
     finally:

@@ -25,6 +25,8 @@ from safe_pip.learn.syscalls import AT_FDCWD, TracedCall
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from safe_pip.learn.foresight import Foresight
 
 #: errno values a sandbox refusal shows up as: Landlock says EACCES (EXDEV for a
@@ -37,6 +39,7 @@ MAX_ATTEMPTS = 20000
 
 _WALL = 0x40000000
 _SIGTRAP = 5
+_SIGKILL = 9
 _STOP_SIGNALS = frozenset({19, 20, 21, 22})  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
 _O_ACCMODE = 0o3
 _O_WRITE_FLAGS = 0o100 | 0o1000  # O_CREAT | O_TRUNC
@@ -89,23 +92,38 @@ class Tracer:
         """Seize the sandbox's first child before it does anything (it waits for us)."""
         ptrace.seize(pid, ptrace.LEARN_OPTIONS)
 
-    def run(self, root: int) -> int:
-        """Drive every tracee until ``root`` exits; return ``root``'s wait status.
+    def run(self, root: int, kill_children: Callable[[], None]) -> int:
+        """Drive every tracee until ``root`` exits and none is left; return ``root``'s
+        wait status.
 
-        Descendants still alive then (a daemon in fallback mode) are the
-        supervisor's to kill, as in an ordinary run.
+        The tracer must reap every tracee to the end: a traced process that exits
+        stays a zombie until its tracer has waited for it, and in namespace mode pid 1
+        cannot finish dying before every process of its namespace is reaped.  So once
+        ``root`` has exited, whatever still runs is killed, as in an ordinary run:
+        ``kill_children`` kills the supervisor's direct children (descendants that
+        outlived their parents are re-parented to it, the subreaper), and a tracee
+        that stops is killed where it stands.  Its pid is certain to be that tracee's
+        while it is stopped, so no unrelated process can be hit.
         """
+        root_status: int | None = None
         while True:
             try:
                 pid, status = os.waitpid(-1, _WALL)
             except ChildProcessError:
-                raise RuntimeError("learn mode lost its tracee") from None
+                if root_status is None:
+                    raise RuntimeError("learn mode lost its tracee") from None
+                return root_status
             if os.WIFSTOPPED(status):
-                self._on_stop(pid, status)
+                if root_status is None:
+                    self._on_stop(pid, status)
+                else:
+                    _kill(pid)
                 continue
             self._pending.pop(pid, None)
             if pid == root:
-                return status
+                root_status = status
+            if root_status is not None:
+                kill_children()
 
     def _on_stop(self, pid: int, status: int) -> None:
         self.stops += 1
@@ -188,6 +206,13 @@ class Tracer:
             self.overflow += 1
             return
         self.attempts[key] = attempt
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, _SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _absolute(pid: int, raw: bytes, dirfd: int) -> str | None:
