@@ -149,8 +149,9 @@ def _raise_fd_limit() -> None:
 def start_network(setup: NetworkSetup, mode: str) -> None:
     """Start the proxy (and in fallback mode the connect guard) in daemon threads.
 
-    Called once the sandbox is set up, from the main thread, after every fork: a
-    process that forks while other threads run can deadlock in the child.
+    Called once the sandbox is set up, after every fork (a process that forks while
+    other threads run can deadlock in the child): from the main thread, or in learn
+    mode from the thread that read the set-up reports while the main thread traces.
     """
     setup.child_channel.close()
     _raise_fd_limit()
