@@ -18,6 +18,7 @@ unprivileged user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import signal
@@ -559,8 +560,9 @@ def test_learn_run_ends_on_sigterm(tmp_path: Path, mode: str, marks: None) -> No
     # Everything with safe-run's command line at once, as `pkill -f` or a service
     # manager stopping a cgroup would: the sandbox's first child dies before the
     # program, so the namespace is torn down around processes only we can reap.
-    for pid in (process.pid, *children_of(process.pid)):
-        os.kill(pid, signal.SIGTERM)
+    for pid in (*children_of(process.pid), process.pid):
+        with contextlib.suppress(ProcessLookupError):  # gone already: fine
+            os.kill(pid, signal.SIGTERM)
     assert process.wait(timeout=20) == 128 + signal.SIGTERM
 
 
