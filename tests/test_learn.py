@@ -473,10 +473,31 @@ def test_looks_secret(name: str, secret: bool) -> None:
 
 
 def test_read_lookups_takes_only_well_formed_names(tmp_path: Path) -> None:
-    record = tmp_path / "lookups"
+    (tmp_path / "hook").mkdir()
+    record = tmp_path / "hook" / "lookups"
     record.write_bytes(b"GOOD\n\x1b[2J\nALSO_GOOD\nGOOD\n1BAD\nbad-name\n\xff\n" + b"X" * 300)
     assert read_lookups(str(record)) == ["GOOD", "ALSO_GOOD"]
-    assert read_lookups(str(tmp_path / "absent")) == []
+    assert read_lookups(str(tmp_path / "hook" / "absent")) == []
+
+
+def test_read_lookups_does_not_follow_what_the_sandbox_planted(tmp_path: Path) -> None:
+    """The record lies where the sandbox can write: a symlink must not be followed."""
+    users_file = tmp_path / "users-file"
+    users_file.write_text("HOME\nPATH\n")
+    hook_dir = tmp_path / "tmp" / "safe-run-learn-env"
+    hook_dir.mkdir(parents=True)
+    (hook_dir / "lookups").symlink_to(users_file)
+    assert read_lookups(str(hook_dir / "lookups")) == []
+    (hook_dir / "lookups").unlink()
+    os.mkfifo(hook_dir / "lookups")
+    assert read_lookups(str(hook_dir / "lookups")) == []
+    (hook_dir / "lookups").unlink()
+    hook_dir.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "lookups").write_text("HOME\n")
+    hook_dir.symlink_to(elsewhere)
+    assert read_lookups(str(hook_dir / "lookups")) == []
 
 
 def test_wanted_variables_only_what_the_caller_has_and_the_sandbox_lacks() -> None:

@@ -23,6 +23,7 @@ instead (docs/credentials.md).
 from __future__ import annotations
 
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -114,11 +115,7 @@ def with_hook(env: Mapping[str, str], hook_dir: str) -> dict[str, str]:
 
 def read_lookups(record: str) -> list[str]:
     """The well-formed names in the record file, once each, at most MAX_NAMES."""
-    try:
-        with open(record, "rb") as handle:
-            data = handle.read(MAX_NAMES * 256)
-    except OSError:
-        return []
+    data = _read_untrusted(record, MAX_NAMES * 256)
     names: dict[str, None] = {}
     for raw in data.split(b"\n"):
         name = raw.decode("ascii", "replace")
@@ -127,6 +124,33 @@ def read_lookups(record: str) -> list[str]:
         if len(names) >= MAX_NAMES:
             break
     return list(names)
+
+
+def _read_untrusted(record: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``record``, which the sandbox could have replaced.
+
+    The hook's directory and file lie in the sandbox's writable TMPDIR, so either may
+    have become a symlink to one of the user's files, or a FIFO that never ends: the
+    supervisor reads them without following symlinks and only as a regular file.
+    The directory above them (the private dir's ``tmp``) cannot be renamed from
+    inside.
+    """
+    hook_dir, name = os.path.split(record)
+    tmp_dir, hook_name = os.path.split(hook_dir)
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds: list[int] = []
+    try:
+        fds.append(os.open(tmp_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        fds.append(os.open(hook_name, nofollow | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fds.append(os.open(name, nofollow | os.O_NONBLOCK, dir_fd=fds[-1]))
+        if not stat.S_ISREG(os.fstat(fds[-1]).st_mode):
+            return b""
+        return os.read(fds[-1], limit)
+    except OSError:
+        return b""
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _well_formed(name: str) -> bool:
