@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from contextlib import contextmanager
 
-from safe_pip.learn.proposal import Proposal, policy_spelling, printable
+from safe_pip.learn.proposal import Proposal, outermost, policy_spelling, printable
 from safe_pip.policy.model import is_within
 
 TYPE_CHECKING = False
@@ -53,13 +53,13 @@ class BuildLearning:
 
     def report_lines(self) -> list[str]:
         """What was refused and the flags for the next attempt; empty if nothing was."""
-        reads = _outermost(self._read)
+        reads = outermost(self._read)
         lines: list[str] = []
         for path in reads:
             lines.append(f"{_PREFIX}a build needed read access to {self._spell(path)}")
         for host in self._hosts:
             lines.append(f"{_PREFIX}a build needed the network host {host}")
-        for path in _outermost(self._write):
+        for path in outermost(self._write):
             lines.append(
                 f"{_PREFIX}a build wanted to write to {self._spell(path)}; builds may write "
                 "only to the venv, their cache and their temporary directory"
@@ -79,14 +79,6 @@ class BuildLearning:
 
     def _spell(self, path: str) -> str:
         return policy_spelling(path, home=self.home, project_dir="/nonexistent/")
-
-
-def _outermost(paths: dict[str, None]) -> list[str]:
-    kept: list[str] = []
-    for path in sorted(paths):
-        if not any(is_within(path, outer) for outer in kept):
-            kept.append(path)
-    return kept
 
 
 _active: list[BuildLearning] = []

@@ -62,10 +62,11 @@ def generalise(paths: Iterable[str], *, home: str, project_dir: str) -> list[str
         if not folded:
             break
         entries = {p for p in entries if os.path.dirname(p) not in folded} | folded
-    return _outermost(entries)
+    return outermost(entries)
 
 
-def _outermost(paths: Iterable[str]) -> list[str]:
+def outermost(paths: Iterable[str]) -> list[str]:
+    """``paths`` sorted, without those that lie inside another one."""
     kept: list[str] = []
     for path in sorted(paths):
         if not any(is_within(path, outer) for outer in kept):

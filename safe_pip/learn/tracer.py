@@ -83,7 +83,6 @@ class Tracer:
         self._foresight = foresight
         self._pending: dict[int, _Pending] = {}
         self.attempts: dict[tuple[str, str], Attempt] = {}
-        self.overflow = 0
         self.stops = 0
         #: Filled in by the supervisor from the proxy's log: allow patterns it refused.
         self.refused_hosts: list[str] = []
@@ -203,7 +202,6 @@ class Tracer:
         if key in self.attempts:
             return
         if len(self.attempts) >= MAX_ATTEMPTS:
-            self.overflow += 1
             return
         self.attempts[key] = attempt
 
