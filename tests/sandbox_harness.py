@@ -121,3 +121,29 @@ def make_world(tmp_path: Path, policy: str = DEFAULT_POLICY) -> World:
     for path in (tmp_path, home, project):
         path.chmod(0o755)
     return World(root=tmp_path, home=home, project=project, secret=secret)
+
+
+def assert_attack(
+    world: World,
+    mode: str,
+    code: str,
+    *args: str,
+    leak: str | None = None,
+    flags: tuple[str, ...] = (),
+) -> None:
+    """The attack prints LEAK when it succeeds, BLOCKED when it fails, then DONE."""
+    script = world.write_script(code)
+    plain = world.run_plain(script, *args)
+    assert "LEAK" in plain.stdout, (
+        f"attack does not work without the sandbox:\n{plain.stdout}{plain.stderr}"
+    )
+    if leak is not None:
+        assert leak in plain.stdout
+    boxed = world.run_safe(mode, str(script), *args, flags=flags)
+    assert "DONE" in boxed.stdout, (
+        f"script did not run in the sandbox:\n{boxed.stdout}{boxed.stderr}"
+    )
+    assert "LEAK" not in boxed.stdout, boxed.stdout
+    assert "BLOCKED" in boxed.stdout
+    if leak is not None:
+        assert leak not in boxed.stdout + boxed.stderr

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_harness import SAFE_RUN, World, make_world
+from sandbox_harness import SAFE_RUN, World, assert_attack, make_world
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -34,32 +34,6 @@ write = ["."]
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return make_world(tmp_path)
-
-
-def assert_attack(
-    world: World,
-    mode: str,
-    code: str,
-    *args: str,
-    leak: str | None = None,
-    flags: tuple[str, ...] = (),
-) -> None:
-    """The attack prints LEAK when it succeeds, BLOCKED when it fails, then DONE."""
-    script = world.write_script(code)
-    plain = world.run_plain(script, *args)
-    assert "LEAK" in plain.stdout, (
-        f"attack does not work without the sandbox:\n{plain.stdout}{plain.stderr}"
-    )
-    if leak is not None:
-        assert leak in plain.stdout
-    boxed = world.run_safe(mode, str(script), *args, flags=flags)
-    assert "DONE" in boxed.stdout, (
-        f"script did not run in the sandbox:\n{boxed.stdout}{boxed.stderr}"
-    )
-    assert "LEAK" not in boxed.stdout, boxed.stdout
-    assert "BLOCKED" in boxed.stdout
-    if leak is not None:
-        assert leak not in boxed.stdout + boxed.stderr
 
 
 READ_FILE = """

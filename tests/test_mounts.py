@@ -587,6 +587,27 @@ def test_writes_under_a_write_bind_reach_the_host(project: Path) -> None:
 
 @pytest.mark.sandbox
 @needs_userns
+@pytest.mark.parametrize("legacy", [False, True], ids=["mount_setattr", "remount"])
+def test_every_bind_is_nosuid(project: Path, legacy: bool) -> None:
+    """A setuid file in a grant does not run setuid through the sandbox's mounts (the
+    second wall behind seccomp, which refuses to set the bit at all)."""
+    if os.statvfs(project).f_flag & os.ST_NOSUID:
+        pytest.skip("the host already mounts the test directory nosuid")
+    (project / "data").mkdir()
+
+    def use_legacy_path() -> None:
+        mounts._have_mount_setattr = False
+
+    def probe() -> list[bool]:
+        return [bool(os.statvfs(p).f_flag & os.ST_NOSUID) for p in (project, project / "data")]
+
+    plan = MountPlan(write=paths(project), read=paths(project / "data"), workdir=str(project))
+    before = use_legacy_path if legacy else None
+    assert run_sandboxed(plan, probe, before=before) == [True, True]
+
+
+@pytest.mark.sandbox
+@needs_userns
 def test_minimal_dev(tmp_path: Path) -> None:
     def use_dev() -> dict[str, Any]:
         with open("/dev/null", "w") as null:

@@ -92,12 +92,14 @@ RAW_NR = {
         "chroot": 161, "mount": 165, "add_key": 248, "keyctl": 250, "unshare": 272,
         "perf_event_open": 298, "setns": 308, "process_vm_readv": 310, "bpf": 321,
         "userfaultfd": 323, "io_uring_setup": 425, "clone3": 435, "seccomp": 317,
+        "openat": 257, "openat2": 437, "fchmodat2": 452, "mknodat": 259,
     },
     "aarch64": {
         "ioctl": 29, "socket": 198, "clone": 220, "ptrace": 117, "personality": 92,
         "chroot": 51, "mount": 40, "add_key": 217, "keyctl": 219, "unshare": 97,
         "perf_event_open": 241, "setns": 268, "process_vm_readv": 270, "bpf": 280,
         "userfaultfd": 282, "io_uring_setup": 425, "clone3": 435, "seccomp": 277,
+        "openat": 56, "openat2": 437, "fchmodat2": 452, "mknodat": 33,
     },
 }.get(MACHINE, {})  # fmt: skip
 
@@ -781,6 +783,139 @@ def test_mount_refused(tmp_path: Path) -> None:
         )  # fmt: skip
 
     contrast(attack, SeccompOptions())
+
+
+# --- setuid/setgid bits: a file that runs with its owner's rights later, outside ---
+
+S_ISUID, S_ISGID = 0o4000, 0o2000
+AT_FDCWD = -100
+
+
+def _setid_bits(path: Path) -> int:
+    return path.stat().st_mode & (S_ISUID | S_ISGID)
+
+
+@kernel
+@pytest.mark.parametrize("bits", [S_ISUID, S_ISGID], ids=["setuid", "setgid"])
+@pytest.mark.parametrize("how", ["chmod", "fchmod", "fchmodat2"])
+def test_setid_mode_change_refused(tmp_path: Path, how: str, bits: int) -> None:
+    target = tmp_path / "tool"
+    target.write_bytes(b"#!/bin/sh\n")
+
+    def attack(arm: Callable[[], None]) -> object:
+        arm()
+        if how == "chmod":
+            os.chmod(target, 0o755 | bits)
+        elif how == "fchmod":
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fchmod(fd, 0o755 | bits)
+            finally:
+                os.close(fd)
+        else:  # the newest spelling (Linux 6.6), raw: libc may not have it yet
+            path = ctypes.c_char_p(str(target).encode())
+            try:
+                raw_syscall("fchmodat2", AT_FDCWD, path, 0o755 | bits, 0)
+            except OSError as exc:
+                if exc.errno == errno.ENOSYS:
+                    return "no fchmodat2"
+                raise
+        return _setid_bits(target)
+
+    without = run_child(attack, None)
+    if without.value == "no fchmodat2":
+        pytest.skip("this kernel has no fchmodat2")
+    assert without.ok and without.value == bits, without
+    os.chmod(target, 0o644)
+    with_filter = run_child(attack, SeccompOptions())
+    assert with_filter.errno == errno.EPERM, with_filter
+    assert _setid_bits(target) == 0
+
+
+@kernel
+@pytest.mark.parametrize("how", ["open", "mknod"])
+def test_setuid_file_cannot_be_created(tmp_path: Path, how: str) -> None:
+    target = tmp_path / "made"
+
+    def attack(arm: Callable[[], None]) -> object:
+        arm()
+        if how == "open":
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o4755))
+        else:
+            os.mknod(target, 0o100755 | S_ISUID)
+        return _setid_bits(target)
+
+    old_umask = os.umask(0o022)
+    try:
+        without = run_child(attack, None)
+        assert without.ok and without.value == S_ISUID, without
+        target.unlink()
+        assert run_child(attack, SeccompOptions()).errno == errno.EPERM
+    finally:
+        os.umask(old_umask)
+    assert not target.exists()
+
+
+@kernel
+def test_plain_modes_and_opens_still_work(tmp_path: Path) -> None:
+    """Only the two bits are refused; an open without O_CREAT never looks at its mode
+    argument (C callers leave garbage there), and ordinary chmods pass."""
+    existing = tmp_path / "existing"
+    existing.write_text("x")
+    path = ctypes.c_char_p(str(existing).encode())
+
+    def work(arm: Callable[[], None]) -> object:
+        arm()
+        fd = raw_syscall("openat", AT_FDCWD, path, os.O_RDONLY, 0o7777)  # garbage mode
+        os.close(fd)
+        os.chmod(existing, 0o1755)  # sticky is harmless
+        made = tmp_path / "made"
+        os.close(os.open(made, os.O_WRONLY | os.O_CREAT, 0o755))
+        return oct(existing.stat().st_mode & 0o7777)
+
+    assert run_child(work, SeccompOptions()).value == "0o1755"
+
+
+@kernel
+def test_openat2_gets_enosys(tmp_path: Path) -> None:
+    """openat2 keeps its mode in memory BPF cannot read: callers must fall back."""
+    how = ctypes.create_string_buffer(struct.pack("=QQQ", os.O_RDONLY, 0, 0), 24)
+    path = ctypes.c_char_p(str(tmp_path).encode())
+
+    def attack(arm: Callable[[], None]) -> object:
+        arm()
+        fd = raw_syscall("openat2", AT_FDCWD, path, how, 24)
+        os.close(fd)
+        return True
+
+    contrast(attack, SeccompOptions(), expect_errno=errno.ENOSYS)
+
+
+@pytest.mark.parametrize(
+    ("arch", "audit", "nr"),
+    [
+        ("x86_64", AUDIT_ARCH_X86_64, {"openat": 257, "open": 2, "chmod": 90, "fchmodat": 268,
+                                        "fchmodat2": 452, "mknodat": 259}),
+        ("aarch64", AUDIT_ARCH_AARCH64, {"openat": 56, "fchmodat": 53, "fchmodat2": 452,
+                                         "mknodat": 33}),
+    ],
+    ids=["x86_64", "aarch64"],
+)  # fmt: skip
+def test_setid_semantics_on_both_arches(arch: str, audit: int, nr: dict[str, int]) -> None:
+    prog = build_filter(SeccompOptions(), arch)
+    eperm, allow = RET_ERRNO | errno.EPERM, RET_ALLOW
+    high = 0xFFFFFFFF00000000
+    assert evaluate(prog, nr["openat"], audit, (0, 0, os.O_CREAT, 0o4755)) == eperm
+    assert evaluate(prog, nr["openat"], audit, (0, 0, 0o20200000, 0o2700)) == eperm  # O_TMPFILE
+    assert evaluate(prog, nr["openat"], audit, (0, 0, os.O_CREAT, high | 0o755)) == allow
+    assert evaluate(prog, nr["openat"], audit, (0, 0, os.O_RDONLY, 0o6777)) == allow
+    assert evaluate(prog, nr["fchmodat"], audit, (0, 0, 0o4755)) == eperm
+    assert evaluate(prog, nr["fchmodat"], audit, (0, 0, 0o1777)) == allow
+    assert evaluate(prog, nr["fchmodat2"], audit, (0, 0, 0o2755, 0)) == eperm
+    assert evaluate(prog, nr["mknodat"], audit, (0, 0, 0o104755, 0)) == eperm
+    if arch == "x86_64":
+        assert evaluate(prog, nr["open"], audit, (0, os.O_CREAT, 0o4755)) == eperm
+        assert evaluate(prog, nr["chmod"], audit, (0, 0o6755)) == eperm
 
 
 @kernel

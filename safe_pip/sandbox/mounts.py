@@ -85,6 +85,7 @@ _MNT_DETACH = 0x2
 # mount_setattr(2), Linux 5.12+: same number on x86_64 and aarch64.
 _SYS_MOUNT_SETATTR = 442
 _MOUNT_ATTR_RDONLY = 0x1
+_MOUNT_ATTR_NOSUID = 0x2
 _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_NO_AUTOMOUNT = 0x800
@@ -219,7 +220,7 @@ class _Calls:
     object on each of the few dozen calls of the start-up path.
     """
 
-    __slots__ = ("mount", "mount_setattr", "pivot_root", "rdonly_attr", "umount2")
+    __slots__ = ("mount", "mount_setattr", "nosuid_attr", "pivot_root", "rdonly_attr", "umount2")
 
     def __init__(self) -> None:
         lib = ctypes.CDLL(None, use_errno=True)
@@ -241,7 +242,8 @@ class _Calls:
             ctypes.c_size_t,
             use_errno=True,
         )(("syscall", lib))
-        self.rdonly_attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+        self.rdonly_attr = _MountAttr(_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID, 0, 0, 0)
+        self.nosuid_attr = _MountAttr(_MOUNT_ATTR_NOSUID, 0, 0, 0)
 
 
 _calls_cache: _Calls | None = None
@@ -333,17 +335,22 @@ def _submounts(path: str) -> list[str]:
     return sorted(set(found), key=lambda p: p.count("/"))
 
 
-def _make_readonly(path: str, recursive: bool) -> None:
-    """Make the mount at ``path`` (and, if ``recursive``, every mount below) read-only.
+def _make_readonly(path: str, recursive: bool, *, readonly: bool = True) -> None:
+    """Make the mount at ``path`` (and, if ``recursive``, every mount below) read-only
+    and nosuid; with ``readonly=False`` only nosuid.
 
-    Preferred: one ``mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)``, which changes
-    only the read-only bit, so the locked nosuid/nodev/noexec flags of host mounts are
+    nosuid: a file the sandbox marks setuid must not run setuid through our mounts
+    (seccomp already refuses the bit; this is the second wall, bubblewrap's default).
+
+    Preferred: one ``mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY|MOUNT_ATTR_NOSUID)``,
+    which only sets those bits, so the locked nodev/noexec flags of host mounts are
     left alone, and which also reaches submounts that a recursive bind brought along
     (a plain remount would leave those writable).  Kernels before 5.12 lack it: then
-    each mount is remounted ``MS_REMOUNT|MS_BIND|MS_RDONLY`` carrying its current
-    flags (read with statvfs) — omit one and a user namespace answers EPERM.
+    each mount is remounted ``MS_REMOUNT|MS_BIND|MS_RDONLY|MS_NOSUID`` carrying its
+    current flags (read with statvfs) — omit one and a user namespace answers EPERM.
     """
     global _have_mount_setattr
+    what = "making read-only" if readonly else "making nosuid"
     if _have_mount_setattr is not False:
         calls = _calls()
         flags = _AT_SYMLINK_NOFOLLOW | _AT_NO_AUTOMOUNT | (_AT_RECURSIVE if recursive else 0)
@@ -352,7 +359,7 @@ def _make_readonly(path: str, recursive: bool) -> None:
             _AT_FDCWD,
             os.fsencode(path),
             flags,
-            calls.rdonly_attr,
+            calls.rdonly_attr if readonly else calls.nosuid_attr,
             ctypes.sizeof(_MountAttr),
         )
         if result == 0:
@@ -360,15 +367,16 @@ def _make_readonly(path: str, recursive: bool) -> None:
             return
         err = ctypes.get_errno()
         if err != errno.ENOSYS:
-            raise _error(err, "making read-only", path)
+            raise _error(err, what, path)
         _have_mount_setattr = False
     targets = [path, *_submounts(path)] if recursive else [path]
+    wanted = _MS_NOSUID | (_MS_RDONLY if readonly else 0)
     for target in targets:
         try:
-            flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _carried_flags(target)
+            flags = _MS_REMOUNT | _MS_BIND | wanted | _carried_flags(target)
         except OSError as exc:
             raise _error(exc.errno or errno.EIO, "reading mount flags of", target) from None
-        _mount(None, target, None, flags, None, "making read-only")
+        _mount(None, target, None, flags, None, what)
 
 
 # --------------------------------------------------------------------------- planning
@@ -673,8 +681,7 @@ class _Builder:
         action = op.action
         if action == "bind":
             _mount(_OLD + op.source, target, None, _MS_BIND | _MS_REC, None, "binding")
-            if op.rank >= _BIND_RO:
-                _make_readonly(target, recursive=True)
+            _make_readonly(target, recursive=True, readonly=op.rank >= _BIND_RO)
         elif action in ("tmpfs", "shm"):
             _mount("tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777", "mounting at")
         elif action == "deny-dir":

@@ -56,6 +56,14 @@ Arguments and policy choices
 
 * ``clone3`` gets ENOSYS (not EPERM) so glibc falls back to ``clone``, whose flags
   are a register we can inspect; ``clone3`` passes them in memory, out of BPF's reach.
+  ``openat2`` likewise (its mode sits in a struct), so callers fall back to ``openat``.
+* No setuid or setgid bit, ever: ``chmod``, ``fchmod``, ``fchmodat``, ``fchmodat2``,
+  ``mknod``/``mknodat`` and the creating ``open``/``openat``/``creat`` are refused
+  (EPERM) when their mode carries ``S_ISUID`` or ``S_ISGID``.  A file the sandbox
+  leaves behind with those bits runs with its owner's rights for whoever starts it
+  later -- for a root caller, root for every local user.  ``open``/``openat`` look
+  at the mode only with ``O_CREAT`` or ``O_TMPFILE`` in the flags: without them the
+  mode register holds whatever a C caller left there.  Ordinary modes pass.
 * ``CLONE_NEWTIME`` (0x80) overlaps the exit-signal byte of ``clone``; the kernel
   never honours it there, and no valid signal number has bit 7 set, so keeping it
   in the mask refuses nothing legitimate.
@@ -170,6 +178,10 @@ _SOCK_STREAM = 1
 _SOCK_TYPE_MASK = 0xF
 _IPPROTO_TCP = 6
 _MSG_FASTOPEN = 0x20000000
+# <fcntl.h>/<sys/stat.h> (the same values on x86_64 and aarch64)
+_O_CREAT = 0o100
+_O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE: O_TMPFILE is this | O_DIRECTORY
+_S_ISUID_ISGID = 0o6000
 _FAMILY_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
 
 _TIOCSTI = 0x5412
@@ -206,13 +218,16 @@ _UNIFIED_SYSCALLS: Mapping[str, int] = {
     "fsmount": 432,
     "fspick": 433,
     "clone3": 435,
+    "openat2": 437,
     "pidfd_getfd": 438,
     "mount_setattr": 442,
     "quotactl_fd": 443,
+    "fchmodat2": 452,
     "open_tree_attr": 467,
 }
 
 _X86_64_SYSCALLS: Mapping[str, int] = {
+    "open": 2,
     "ioctl": 16,
     "socket": 41,
     "connect": 42,
@@ -220,8 +235,12 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "sendmsg": 46,
     "socketpair": 53,
     "clone": 56,
+    "creat": 85,
+    "chmod": 90,
+    "fchmod": 91,
     "ptrace": 101,
     "syslog": 103,
+    "mknod": 133,
     "uselib": 134,
     "personality": 135,
     "vhangup": 153,
@@ -243,10 +262,14 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "add_key": 248,
     "request_key": 249,
     "keyctl": 250,
+    "openat": 257,
+    "mknodat": 259,
+    "fchmodat": 268,
     "unshare": 272,
     "perf_event_open": 298,
     "name_to_handle_at": 303,
     "open_by_handle_at": 304,
+    "sendmmsg": 307,
     "setns": 308,
     "process_vm_readv": 310,
     "process_vm_writev": 311,
@@ -254,17 +277,20 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
-    "sendmmsg": 307,
     **_UNIFIED_SYSCALLS,
 }
 
 _AARCH64_SYSCALLS: Mapping[str, int] = {
     "lookup_dcookie": 18,
     "ioctl": 29,
+    "mknodat": 33,
     "umount2": 39,
     "mount": 40,
     "pivot_root": 41,
     "chroot": 51,
+    "fchmod": 52,
+    "fchmodat": 53,
+    "openat": 56,
     "vhangup": 58,
     "quotactl": 60,
     "acct": 89,
@@ -291,11 +317,11 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "name_to_handle_at": 264,
     "open_by_handle_at": 265,
     "setns": 268,
+    "sendmmsg": 269,
     "process_vm_readv": 270,
     "process_vm_writev": 271,
     "finit_module": 273,
     "bpf": 280,
-    "sendmmsg": 269,
     "userfaultfd": 282,
     "kexec_file_load": 294,
     **_UNIFIED_SYSCALLS,
@@ -541,6 +567,35 @@ def _fastopen_body(flags_index: int) -> Callable[[_Assembler], None]:
     return body
 
 
+def _setid_mode_body(mode_index: int) -> Callable[[_Assembler], None]:
+    """Refuse a mode argument carrying S_ISUID or S_ISGID (chmod family, mknod)."""
+
+    def body(asm: _Assembler) -> None:
+        asm.load_arg_low(mode_index)
+        asm.jump(_JSET, _S_ISUID_ISGID, 0, 1)
+        asm.ret(_errno(_EPERM))
+        asm.ret(_RET_ALLOW)
+
+    return body
+
+
+def _setid_create_body(flags_index: int, mode_index: int) -> Callable[[_Assembler], None]:
+    """open/openat: the mode only counts when the call creates (O_CREAT, O_TMPFILE);
+    otherwise it is whatever was left in the register and must not be read."""
+
+    def body(asm: _Assembler) -> None:
+        allow = asm.new_label()
+        asm.load_arg_low(flags_index)
+        asm.jump(_JSET, _O_CREAT | _O_TMPFILE_BIT, 0, allow)
+        asm.load_arg_low(mode_index)
+        asm.jump(_JSET, _S_ISUID_ISGID, 0, allow)
+        asm.ret(_errno(_EPERM))
+        asm.place(allow)
+        asm.ret(_RET_ALLOW)
+
+    return body
+
+
 # --- the rule table: one source for the program and for --explain ---
 
 
@@ -584,6 +639,9 @@ def _guarded_rule(name: str, summary: str, body: Callable[[_Assembler], None]) -
 
 # Built once: these do not depend on the options.
 _CLONE3_RULE = _plain_rule("clone3", _errno(_ENOSYS), "ENOSYS, so libc falls back to clone()")
+# openat2 passes its mode inside a struct that BPF cannot read; ENOSYS is what kernels
+# before 5.6 answer, and every caller falls back to openat.
+_OPENAT2_RULE = _plain_rule("openat2", _errno(_ENOSYS), "ENOSYS, so callers fall back to openat()")
 _NAMESPACE_RULES = tuple(_plain_rule(n, _errno(_EPERM), "EPERM") for n in _NAMESPACE_DENIED)
 _ALWAYS_RULES = tuple(_plain_rule(n, _errno(_EPERM), "EPERM") for n in _ALWAYS_DENIED)
 
@@ -592,11 +650,41 @@ def _family_list(families: Iterable[int]) -> str:
     return ", ".join(_FAMILY_NAMES.get(f, str(f)) for f in sorted(families)) or "none"
 
 
+_SETID_SUMMARY = "EPERM when the mode sets S_ISUID or S_ISGID"
+# (name, flags index or None, mode index): every call that sets a file's mode bits.
+# A setuid file made here would run with its owner's rights for whoever starts it
+# later, outside the sandbox: for a root caller, a root shell for every local user.
+_SETID_CALLS: tuple[tuple[str, int | None, int], ...] = (
+    ("openat", 2, 3),
+    ("open", 1, 2),
+    ("creat", None, 1),
+    ("chmod", None, 1),
+    ("fchmod", None, 1),
+    ("fchmodat", None, 2),
+    ("fchmodat2", None, 2),
+    ("mknod", None, 1),
+    ("mknodat", None, 2),
+)
+
+
+def _setid_rules() -> list[_Rule]:
+    rules = []
+    for name, flags_index, mode_index in _SETID_CALLS:
+        if flags_index is None:
+            rules.append(_guarded_rule(name, _SETID_SUMMARY, _setid_mode_body(mode_index)))
+        else:
+            summary = _SETID_SUMMARY + " on a file it creates (O_CREAT, O_TMPFILE)"
+            body = _setid_create_body(flags_index, mode_index)
+            rules.append(_guarded_rule(name, summary, body))
+    return rules
+
+
 def _argument_rules(options: SeccompOptions) -> list[_Rule]:
     """Rules that inspect arguments, most frequently called syscall first."""
-    rules = [
+    rules = _setid_rules()[:2]  # openat and open: the busiest calls of all
+    rules.append(
         _guarded_rule("ioctl", "EPERM for TIOCSTI and TIOCLINUX (low 32 bits of cmd)", _ioctl_body)
-    ]
+    )
     families = options.socket_families
     if families is not None or options.inet_stream_only:
         parts = []
@@ -624,7 +712,7 @@ def _argument_rules(options: SeccompOptions) -> list[_Rule]:
     rules.append(
         _guarded_rule("personality", "EPERM except PER_LINUX and the query", _personality_body)
     )
-    return rules
+    return rules + _setid_rules()[2:]
 
 
 def _rules(options: SeccompOptions) -> list[_Rule]:
@@ -634,6 +722,7 @@ def _rules(options: SeccompOptions) -> list[_Rule]:
         rules.append(
             _plain_rule("connect", _RET_USER_NOTIF, "decided by the supervisor (user notification)")
         )
+    rules.append(_OPENAT2_RULE)
     if options.deny_namespaces:
         rules.append(_CLONE3_RULE)
         rules += _NAMESPACE_RULES
