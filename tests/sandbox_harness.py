@@ -52,6 +52,10 @@ class World:
         env.update(extra)
         return env
 
+    def approve(self, project: Path | None = None) -> None:
+        """Approve the project's policy as it is now, as ``safe-run allow`` would."""
+        approve_policy(project or self.project, self.home)
+
     def write_script(self, code: str, name: str = "attack.py") -> Path:
         path = self.project / name
         path.write_text(textwrap.dedent(code))
@@ -82,11 +86,12 @@ class World:
         flags: tuple[str, ...] = (),
         timeout: float = 60,
         env_extra: dict[str, str] | None = None,
+        cwd: Path | None = None,
         **kwargs: object,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.safe_run_argv(*words, flags=flags),
-            cwd=self.project,
+            cwd=cwd or self.project,
             env=self.env(mode, **(env_extra or {})),
             capture_output=True,
             text=True,
@@ -120,7 +125,28 @@ def make_world(tmp_path: Path, policy: str = DEFAULT_POLICY) -> World:
     # The unprivileged CI user must be able to traverse into pytest's tmp dirs.
     for path in (tmp_path, home, project):
         path.chmod(0o755)
-    return World(root=tmp_path, home=home, project=project, secret=secret)
+    world = World(root=tmp_path, home=home, project=project, secret=secret)
+    world.approve()
+    return world
+
+
+def approve_policy(project: Path, home: Path, env: dict[str, str] | None = None) -> None:
+    """Record the approval of ``project``'s ``[tool.safe-run]`` for a user whose home
+    is ``home`` (what ``safe-run allow`` stores), so a test's own policy runs."""
+    from safe_pip.errors import PolicyError
+    from safe_pip.policy.loader import CliOverrides, load_policy
+    from safe_pip.policy.trust import ApprovalStore
+
+    # Without cache entries: a test may time or count the run's own first parse.
+    variables = {"HOME": str(home), **(env or {}), "SAFE_PIP_NO_CACHE": "1"}
+    try:
+        policy = load_policy(
+            cwd=project, project=project, overrides=CliOverrides(), variables=variables, home=home
+        )
+    except PolicyError:
+        return  # a test of a broken policy: there is nothing to approve
+    if policy.approval is not None and not policy.approval.approved:
+        ApprovalStore(str(home), variables).approve(policy.approval)
 
 
 def assert_attack(

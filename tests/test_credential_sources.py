@@ -383,7 +383,7 @@ def test_main_secret_usage_errors(argv: list[str], capsys: pytest.CaptureFixture
 
 def test_run_usage_mentions_secret() -> None:
     assert "safe-run secret set|delete NAME" in USAGE
-    assert "safe-run -- secret" in USAGE
+    assert "named `secret` or `allow`, use `safe-run -- NAME`" in USAGE
 
 
 @pytest.fixture

@@ -92,6 +92,7 @@ def set_policy(world: World, policy: str) -> None:
     (world.project / "pyproject.toml").write_text(
         '[project]\nname = "victim"\nversion = "0"\n\n' + policy
     )
+    world.approve()
 
 
 def run_sandboxed(

@@ -58,6 +58,17 @@ def test_install_then_run_the_entry_point_sandboxed(tmp_path: Path) -> None:
         [str(tool)], cwd=project, env=env, capture_output=True, text=True, check=False
     )
     assert plain.returncode == 0 and "LEAKED: environment variables" in plain.stdout
+    # The project's policy runs only once approved: the README's command says so.
+    refused = subprocess.run(
+        [str(SAFE_RUN), "untrusted-tool"],
+        cwd=project, env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 125 and "safe-run allow" in refused.stderr, refused.stderr
+    assert "OK: today is" not in refused.stdout
+    allowed = subprocess.run(
+        [str(SAFE_RUN), "allow"], cwd=project, env=env, capture_output=True, text=True, check=False
+    )
+    assert allowed.returncode == 0 and "approved" in allowed.stdout, allowed.stderr
     sandboxed = subprocess.run(
         [str(SAFE_RUN), "untrusted-tool"],
         cwd=project, env=env, capture_output=True, text=True, check=False, timeout=60,

@@ -154,6 +154,19 @@ def test_index_from_the_projects_uv_configuration(world: World, index: LocalInde
         pyproject.read_text() + f'\n[[tool.uv.index]]\nurl = "{index.url}"\ndefault = true\n'
     )
     venv = world.root / "venv"
+    # A project's own index settings are used only once approved (they may have come
+    # from whoever wrote the project, or from a sandbox that could write it).
+    fetched_before = len(index.downloaded())  # the index serves the whole module
+    refused = safe_pip(world, "namespace", "--venv", str(venv), BENIGN_WHEEL)
+    assert refused.returncode == 125, refused.stdout + refused.stderr
+    assert index.url in refused.stderr and "safe-run allow" in refused.stderr
+    assert len(index.downloaded()) == fetched_before
+    allowed = subprocess.run(
+        [str(SAFE_PIP.parent / "safe-run"), "allow"],
+        cwd=world.project, env=world.env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert "package index settings" in allowed.stdout
     result = safe_pip(world, "namespace", "--venv", str(venv), BENIGN_WHEEL)
     assert result.returncode == 0, result.stdout + result.stderr
     assert any(BENIGN_WHEEL.replace("-", "_") in path for path in index.downloaded())

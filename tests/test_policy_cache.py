@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable
@@ -480,6 +481,7 @@ def test_sandbox_cannot_reach_the_cache_even_with_write_home(tmp_path: Path, mod
     # ...and under safe-run none does.  No run has happened in this world yet: the
     # sandboxed run itself must create the cache directory before the sandbox exists.
     world: World = make_world(tmp_path / "sandboxed", WRITE_HOME)
+    shutil.rmtree(world.home / ".cache")  # made when make_world approved the policy
     assert not (world.home / ".cache").exists()
     script = world.write_script(ATTACK)
     name = entry_file(world.home, world.project).name

@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path, PurePosixPath
 
 import pytest
+from sandbox_harness import approve_policy
 
 import safe_pip
 from safe_pip.launcher.plan import venv_protected_paths
@@ -189,6 +190,7 @@ def test_a_whole_run_up_to_the_fork_loads_nothing_heavy(tmp_path: Path, table: s
     """
     env = {"HOME": str(home), "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     if table is not None:
+        approve_policy(project, home, env)  # the approved path is the one timed here
         assert "tomllib" in heavy_imports(code, cwd=project, **env)
     assert heavy_imports(code, cwd=project, **env) == []
 

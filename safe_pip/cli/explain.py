@@ -34,6 +34,7 @@ def explain(policy: Policy, plan: SandboxPlan) -> str:
         for layer in layers
     ]
     lines = [render_toml(effective, layers=layer_rows).rstrip("\n"), ""]
+    lines += _approval_lines(policy)
     lines.append(f"# mode: {mode}")
     if policy.network.mode == "allowlist":
         how = (
@@ -55,3 +56,17 @@ def explain(policy: Policy, plan: SandboxPlan) -> str:
         names.update(proxy_environment(0))  # added by the supervisor at run time
     lines.append(f"# environment passed: {', '.join(sorted(names))}")
     return "\n".join(lines) + "\n"
+
+
+def _approval_lines(policy: Policy) -> list[str]:
+    """Whether the project's own table may run, and what changed since it was approved."""
+    from safe_pip.cli.approve import details
+
+    approval = policy.approval
+    if approval is None:
+        return ["# approval: not needed (the table grants nothing beyond the defaults)"]
+    if approval.approved:
+        return ["# approval: approved"]
+    state = "new" if approval.state == "new" else "changed since the last approval"
+    lines = [f"# approval: NOT approved ({state}); 'safe-run allow' approves it. It grants:"]
+    return lines + ["#" + line for line in details(approval)]

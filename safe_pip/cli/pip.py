@@ -80,9 +80,15 @@ def _indexes(
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[ArmedCredential, ...]]:
     """uv's indexes, passwords swapped for phantoms; the real ones also leave our
     own ``/proc/PID/cmdline``, which sandboxed code could otherwise read."""
-    from safe_pip.installer.indexes import configured_indexes
+    import os
+
+    from safe_pip.cli.approve import require_approval
+    from safe_pip.installer.indexes import configured_indexes, project_index_approval
     from safe_pip.sandbox.environment import scrub_own_argv
 
+    home = os.path.expanduser("~")
+    approval = project_index_approval(project, home, os.environ)
+    require_approval(approval, home=home, variables=os.environ, program="safe-pip")
     urls, links, credentials = configured_indexes(index_url, extra, find_links, project)
     if credentials:
         from urllib.parse import quote

@@ -24,12 +24,15 @@ usage: safe-run [OPTIONS] script.py [ARGS ...]
        safe-run [OPTIONS] -m MODULE [ARGS ...]
        safe-run [OPTIONS] ENTRY_POINT [ARGS ...]
        safe-run [OPTIONS] -- COMMAND [ARGS ...]
+       safe-run allow [--project DIR]
        safe-run secret set|delete NAME
 
 Run a program inside a sandbox configured by [tool.safe-run] in the nearest
 pyproject.toml (default: project read-only, private HOME and TMPDIR, no network).
+A policy that grants more than that runs only once you approved its exact content:
+at a terminal safe-run asks, elsewhere `safe-run allow` approves it.
 `safe-run secret` stores or deletes a credential's value in the system keyring; to
-run a console script that is itself named `secret`, use `safe-run -- secret`.
+run a console script that is itself named `secret` or `allow`, use `safe-run -- NAME`.
 
 options:
   --project DIR        use DIR/pyproject.toml instead of searching upward
@@ -166,7 +169,7 @@ def find_venv(opts: RunOptions, cwd: str, project_dir: str) -> str | None:
     return None
 
 
-def _caller_home() -> str:
+def caller_home() -> str:
     from safe_pip.policy.model import pure_path
 
     home = os.environ.get("HOME")
@@ -200,8 +203,14 @@ def run(opts: RunOptions) -> int:
             project=opts.project or None,
             overrides=overrides,
             variables=variables,
-            home=_caller_home(),
+            home=caller_home(),
         )
+        if policy.approval is not None and not opts.explain:
+            from safe_pip.cli.approve import require_approval
+
+            require_approval(
+                policy.approval, home=caller_home(), variables=os.environ, program="safe-run"
+            )
         venv = find_venv(opts, cwd, policy.project_dir)
         from safe_pip.launcher.plan import build_plan, default_python
 
@@ -245,7 +254,7 @@ def run(opts: RunOptions) -> int:
             from safe_pip.learn.session import learn_run
 
             return learn_run(
-                plan, policy, verbose=opts.verbose, write=opts.write, home=_caller_home()
+                plan, policy, verbose=opts.verbose, write=opts.write, home=caller_home()
             )
         return run_sandboxed(plan, verbose=opts.verbose, failure_hint=True)
     finally:
@@ -260,6 +269,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
             from safe_pip.cli.secret import main_secret
 
             code = main_secret(args[1:])
+        elif args[:1] == ["allow"]:
+            from safe_pip.cli.approve import main_allow
+
+            code = main_allow(args[1:])
         elif (opts := parse_args(args)).show_help:
             sys.stdout.write(USAGE)
             code = 0

@@ -10,15 +10,17 @@ which is also how the proxy's internal-address rule lets a loopback index throug
 from __future__ import annotations
 
 import os
+import sys
 from urllib.parse import unquote, urlsplit
 
 from safe_pip.errors import SafePipError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from safe_pip.credentials.phantom import ArmedCredential
+    from safe_pip.policy.trust import Approval
 
 PYPI_HOSTS = ("pypi.org:443", "files.pythonhosted.org:443")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -94,40 +96,96 @@ def with_env_credentials(name: str, url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
-def _config_tables(project_dir: str | None) -> list[dict[str, object]]:
-    """uv's settings tables, most specific first: the project's ``uv.toml`` (else its
-    ``[tool.uv]``), the user's and the system's ``uv.toml``; each table's ``[pip]``
-    section is listed before it, since ``uv pip`` reads that first."""
-    import sys
-
+def _load_toml(path: str) -> dict[str, object] | None:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only
         import tomli as tomllib
 
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    return data
+
+
+def _project_config(project_dir: str | None) -> tuple[str, dict[str, object]] | None:
+    """The project's own uv settings: its ``uv.toml``, else its ``[tool.uv]``, with
+    the file they come from; None when it has neither (uv's order)."""
+    if project_dir is None:
+        return None
+    uv_toml = os.path.join(project_dir, "uv.toml")
+    if os.path.isfile(uv_toml):
+        data = _load_toml(uv_toml)
+        return None if data is None else (uv_toml, data)
+    pyproject = os.path.join(project_dir, "pyproject.toml")
+    data = _load_toml(pyproject)
+    tool = data.get("tool") if data is not None else None
+    table = tool.get("uv") if isinstance(tool, dict) else None
+    return (pyproject, table) if isinstance(table, dict) else None
+
+
+def _config_tables(project_dir: str | None) -> list[dict[str, object]]:
+    """uv's settings tables, most specific first: the project's ``uv.toml`` (else its
+    ``[tool.uv]``), the user's and the system's ``uv.toml``; each table's ``[pip]``
+    section is listed before it, since ``uv pip`` reads that first."""
     config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    candidates: list[tuple[str, bool]] = []
-    if project_dir is not None:
-        if os.path.isfile(os.path.join(project_dir, "uv.toml")):
-            candidates.append((os.path.join(project_dir, "uv.toml"), False))
-        else:
-            candidates.append((os.path.join(project_dir, "pyproject.toml"), True))
-    candidates += [(os.path.join(config_home, "uv", "uv.toml"), False), ("/etc/uv/uv.toml", False)]
+    found: list[dict[str, object]] = []
+    project = _project_config(project_dir)
+    if project is not None:
+        found.append(project[1])
+    for path in (os.path.join(config_home, "uv", "uv.toml"), "/etc/uv/uv.toml"):
+        data = _load_toml(path)
+        if data is not None:
+            found.append(data)
     tables: list[dict[str, object]] = []
-    for path, in_pyproject in candidates:
-        try:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        if in_pyproject:
-            data = data.get("tool", {}).get("uv", {})
-        if isinstance(data, dict):
-            pip = data.get("pip")
-            if isinstance(pip, dict):
-                tables.append(pip)
-            tables.append(data)
+    for data in found:
+        pip = data.get("pip")
+        if isinstance(pip, dict):
+            tables.append(pip)
+        tables.append(data)
     return tables
+
+
+#: The settings of a uv table that decide where packages come from.
+_INDEX_KEYS = ("index", "index-url", "extra-index-url", "find-links")
+
+
+def project_index_approval(
+    project_dir: str | None, home: str, variables: Mapping[str, str]
+) -> Approval | None:
+    """The approval state of the index sources the project's own uv settings name.
+
+    A ``uv.toml`` or ``[tool.uv]`` comes with the project, or from a sandbox that
+    could write the project: the indexes it names are used only once approved
+    (:mod:`safe_pip.policy.trust`).  None when it names none.  The user's and the
+    system's ``uv.toml`` and the environment are the user's own and need nothing.
+    """
+    project = _project_config(project_dir)
+    if project is None:
+        return None
+    source, table = project
+    chosen: dict[str, object] = {}
+    urls: list[str] = []
+    for section, data in (("", table), ("pip", table.get("pip"))):
+        if not isinstance(data, dict):
+            continue
+        picked = {key: data[key] for key in _INDEX_KEYS if key in data}
+        if picked:
+            chosen.update({section: picked} if section else picked)
+        for key, value in picked.items():
+            for item in value if isinstance(value, list) else [value]:
+                url = item.get("url") if isinstance(item, dict) else item
+                if isinstance(url, str):
+                    urls.append(f"{url} ({key})")
+    if not chosen:
+        return None
+    from safe_pip.policy.trust import INSTALL, ApprovalStore, canonical_lines
+
+    canonical = "\n".join(canonical_lines(chosen)) + "\n"
+    grants = [f"package sources: {', '.join(urls) or '(unreadable entries)'}"]
+    return ApprovalStore(home, variables).check(INSTALL, source, canonical, grants)
 
 
 def configured_indexes(

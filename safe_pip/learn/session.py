@@ -152,6 +152,12 @@ def learn_run(plan: SandboxPlan, policy: Policy, *, verbose: bool, write: bool, 
         else:
             for change in write_additions(pyproject, additions):
                 out.write(printable(f"{_PREFIX}{os.path.basename(pyproject)}: {change}") + "\n")
+            from safe_pip.cli.approve import approve_policy_of
+
+            approval = approve_policy_of(os.path.dirname(pyproject))
+            if approval is not None:
+                line = f"{_PREFIX}approved the policy as written ({approval.summary()})"
+                out.write(printable(line) + "\n")
             return code
     out.write(
         f"{_PREFIX}suggested policy for {pyproject} (it replaces the file's "

@@ -21,12 +21,9 @@ is parsed as usual and the entry is rewritten.  A cache problem never fails a ru
   ``int``, ``float``, ``bool``; exact types), or it is rejected.  Tables holding dates
   are never stored (``marshal`` cannot represent them; such a table fails validation
   anyway).
-* Files and directories are trusted only when they are real (not symlinks), owned by
-  the effective uid and not writable by group or others.  The entry file is opened
-  with ``O_NOFOLLOW``; writes go to a fresh ``O_EXCL`` temporary file (0600) that is
-  then renamed into place.  Directories are created 0700, and only inside directories
-  the effective uid owns (``sudo`` with the caller's ``HOME`` does not leave root-owned
-  directories in a user's home; a user's cache is never trusted by root).
+* Files and directories are created, checked and read by the rules of
+  :mod:`safe_pip.policy.owned` (ours, not symlinks, writable by nobody else; atomic
+  writes), which the approvals of policies share.
 
 Location: ``$XDG_CACHE_HOME/safe-pip/policy/`` (``~/.cache/...`` when XDG_CACHE_HOME is
 unset or not absolute), one file per pyproject named by a hash of its absolute path.
@@ -50,6 +47,8 @@ from __future__ import annotations
 import marshal
 import os
 import sys
+
+from safe_pip.policy import owned
 
 try:
     from _blake2 import blake2b
@@ -78,40 +77,17 @@ _MAX_ENTRY = 1 << 20  # a [tool.safe-run] table is a few hundred bytes
 _MAX_DEPTH = 32
 _SUBDIR = "policy"
 
-# <sys/stat.h>; the stat module is not otherwise loaded on the run path.
-_S_IFMT = 0o170000
-_S_IFDIR = 0o040000
-_S_IFREG = 0o100000
-_GROUP_OTHER_WRITE = 0o022
-
-
-def _normal(path: str) -> str:
-    path = os.path.normpath(path)
-    if path.startswith("//"):  # normpath keeps POSIX's implementation-defined "//"
-        path = "/" + path.lstrip("/")
-    return path
-
 
 def cache_root(home: str, variables: Mapping[str, str]) -> str | None:
     """``$XDG_CACHE_HOME/safe-pip``, or ``HOME/.cache/safe-pip``; None without either.
 
     A relative ``XDG_CACHE_HOME`` is ignored, as the XDG base directory spec says.
     """
-    xdg = variables.get("XDG_CACHE_HOME", "")
-    if xdg.startswith("/"):
-        return _normal(xdg + "/safe-pip")
-    if home.startswith("/"):
-        return _normal(home + "/.cache/safe-pip")
-    return None
+    return owned.xdg_root(home, variables, "XDG_CACHE_HOME", ".cache")
 
 
 def _digest(data: bytes) -> bytes:
     return blake2b(data, digest_size=_DIGEST_SIZE).digest()
-
-
-def _safe(mode: int, uid: int, euid: int, kind: int) -> bool:
-    """A file of the right kind, owned by ``euid``, writable by nobody else."""
-    return mode & _S_IFMT == kind and uid == euid and not mode & _GROUP_OTHER_WRITE
 
 
 def _plain(value: object, depth: int) -> bool:
@@ -154,7 +130,7 @@ class PolicyCache:
         if root is None:
             return
         entries = root + "/" + _SUBDIR
-        usable = self._prepare(root, entries)
+        usable = owned.prepare(root, entries, self._euid)
         for candidate in (root, cache_root(home, {})):
             # The default location too, when XDG_CACHE_HOME points elsewhere: a run
             # without XDG_CACHE_HOME would trust entries planted there.
@@ -164,62 +140,6 @@ class PolicyCache:
         if usable is not None and not disabled:
             self.directory = entries
             self._readable = usable
-
-    def _prepare(self, root: str, entries: str) -> bool | None:
-        """Create the entry directory if needed; check it and the root.
-
-        Returns True when entries may be read and written, False when they may only be
-        written (a directory of ours was writable by others: it is repaired, but what
-        it holds is not trusted this time), None when the cache cannot be used.
-        """
-        try:
-            os.lstat(entries)
-        except FileNotFoundError:
-            for directory in (os.path.dirname(root), root, entries):
-                if not self._make_dir(directory):
-                    return None
-        except OSError:
-            return None
-        verdict: bool | None = True
-        for directory in (root, entries):
-            state = self._check_dir(directory)
-            if state is None:
-                return None
-            verdict = verdict and state
-        return verdict
-
-    def _make_dir(self, directory: str) -> bool:
-        """``mkdir DIR 0700`` unless it exists; only inside a directory we own."""
-        if os.path.lexists(directory):
-            return True
-        try:
-            if os.stat(os.path.dirname(directory)).st_uid != self._euid:
-                return False
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            pass
-        except OSError:
-            return False
-        return True
-
-    def _check_dir(self, directory: str) -> bool | None:
-        """True: safe; False: ours but group/other-writable (repaired to 0700); None: not usable."""
-        try:
-            st = os.lstat(directory)
-            if st.st_mode & _S_IFMT != _S_IFDIR or st.st_uid != self._euid:
-                return None
-            if not st.st_mode & _GROUP_OTHER_WRITE:
-                return True
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                if os.fstat(fd).st_uid != self._euid:
-                    return None
-                os.fchmod(fd, 0o700)
-            finally:
-                os.close(fd)
-        except OSError:
-            return None
-        return False
 
     def _entry(self, path: str) -> str:
         assert self.directory is not None
@@ -239,25 +159,11 @@ class PolicyCache:
             return MISS
 
     def _lookup(self, path: str, data: bytes) -> object:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(self._entry(path), flags)
-        try:
-            st = os.fstat(fd)
-            if not _safe(st.st_mode, st.st_uid, self._euid, _S_IFREG) or st.st_size > _MAX_ENTRY:
-                return MISS
-            chunks: list[bytes] = []
-            size = 0
-            while size <= _MAX_ENTRY:
-                chunk = os.read(fd, _MAX_ENTRY + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
-        blob = b"".join(chunks)
+        blob = owned.read_owned(self._entry(path), self._euid, _MAX_ENTRY)
+        if blob is None:
+            return MISS
         start = len(_HEADER) + _DIGEST_SIZE
-        if len(blob) > _MAX_ENTRY or not blob.startswith(_HEADER):
+        if not blob.startswith(_HEADER):
             return MISS
         payload = blob[start:]
         if _digest(payload) != blob[len(_HEADER) : start]:
@@ -289,21 +195,4 @@ class PolicyCache:
         blob = _HEADER + _digest(payload) + payload
         if len(blob) > _MAX_ENTRY:
             return
-        final = self._entry(path)
-        temp = f"{final}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(temp, final)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        owned.write_atomically(self._entry(path), blob)

@@ -39,6 +39,7 @@ from safe_pip.policy.model import (
     Policy,
     is_within,
 )
+from safe_pip.policy.trust import APPROVALS_SUBDIR, POLICY, Approval, ApprovalStore
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
@@ -144,16 +145,27 @@ def load_policy(
 
     home_str = os.fspath(home)
     cache = PolicyCache(home_str, variables)  # creates the cache directory if needed
+    store = ApprovalStore(home_str, variables)  # likewise
     merger = _Merger(project_dir, home_str, variables)
     merger.include("base", source="built-in defaults", key="base", base_dir=None)
 
     policy_pyproject: str | None = None  # the pyproject that has a [tool.safe-run] table
+    approval: Approval | None = None
     if pyproject is not None:
         table = _pyproject_table(pyproject, cache)
         if table is not None:
             policy_pyproject = pyproject
             identity = os.path.realpath(pyproject)
+            before = merger.snapshot()
+            files_before = len(merger.policy_files)
             merger.merge_unit(identity, pyproject, table, _TABLE_PREFIX, project_dir)
+            grants = merger.grants_since(before, project_dir)
+            if grants:
+                earlier = {*before["read"], *before["write"]}
+                paths = [p for p in (*merger.read, *merger.write) if p not in earlier]
+                files = merger.policy_files[files_before:]
+                canonical = _canonical_policy(table, files, paths)
+                approval = store.check(POLICY, pyproject, canonical, grants)
 
     for name in overrides.profiles:
         merger.include(name, source=CLI_SOURCE, key="--profile", base_dir=cwd_str, force=True)
@@ -178,6 +190,10 @@ def load_policy(
         # safe-pip's install cache: code that can write it poisons later installs.
         merger.deny.setdefault(root + "/uv")
     protected += cache.roots
+    # Approvals likewise: code that could write one would approve its own policy.
+    for root in store.roots:
+        merger.deny.setdefault(root + "/" + APPROVALS_SUBDIR)
+        protected.append(root)
     if not builtin_only and (pyproject is not None or not _holds_everything(project_dir, home_str)):
         merger.read.setdefault(project_dir)
 
@@ -206,6 +222,7 @@ def load_policy(
         project_dir=project_dir,
         pyproject=policy_pyproject,
         sources=tuple(merger.sources),
+        approval=approval,
     )
 
 
@@ -256,6 +273,34 @@ class _Merger:
         self.policy_files: list[str] = []
         self._done: set[str] = set()
         self._stack: list[tuple[str, str]] = []  # (identity, label) being merged
+
+    # -- what a layer added ------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, list[str]]:
+        """The grants merged so far, by kind, to compare with later (:meth:`grants_since`)."""
+        return {
+            "read": list(self.read),
+            "write": list(self.write),
+            "network": list(self.allow),
+            "env": list(self.env_pass),
+            "env.set": [f"{name}={value}" for name, value in self.env_set.items()],
+            "credentials": list(self.credentials),
+        }
+
+    def grants_since(self, before: dict[str, list[str]], project_dir: str) -> list[str]:
+        """One line per kind of grant added since ``before`` (``write: ./out``); empty
+        when the layers merged since then only narrowed the policy."""
+        lines = []
+        for kind, items in self.snapshot().items():
+            old = set(before[kind])
+            added = [item for item in items if item not in old]
+            if kind in ("read", "write"):
+                added = [_spell(path, project_dir, self.home) for path in added]
+            elif kind == "env.set":
+                added = [item.partition("=")[0] for item in added]
+            if added:
+                lines.append(f"{kind}: {', '.join(added)}")
+        return lines
 
     # -- extends ---------------------------------------------------------------------
 
@@ -523,6 +568,39 @@ def _cli_layer(overrides: CliOverrides, merger: _Merger, cwd: str) -> _Layer | N
     ):
         return layer
     return None
+
+
+def _canonical_policy(table: dict[str, object], files: list[str], paths: list[str]) -> str:
+    """The approved form of a ``[tool.safe-run]`` table: its sorted ``key = value``
+    lines, one line per profile file it extends (path and content digest), and one per
+    granted path that a symlink sends elsewhere (where it lands now).
+
+    The last kind matters because a sandbox that may write the project could replace
+    ``data/`` with a link to ``~``: the table would read the same, but grant more.
+    """
+    from safe_pip.policy.trust import canonical_lines, file_line, resolved_line
+
+    lines = canonical_lines(table)
+    for path in files:
+        lines.append(file_line(path, _read_bytes(path, source=path, key="(file)")))
+    for path in dict.fromkeys(paths):
+        real = os.path.realpath(path)
+        if real != path:
+            lines.append(resolved_line(path, real))
+    return "\n".join(lines) + "\n"
+
+
+def _spell(path: str, project_dir: str, home: str) -> str:
+    """``.``, ``./sub``, ``~/x`` or the absolute path: how a user would write it."""
+    if path == project_dir:
+        return "."
+    if is_within(path, project_dir):
+        return "./" + path[len(project_dir.rstrip("/")) + 1 :]
+    if path == home:
+        return "~"
+    if is_within(path, home):
+        return "~/" + path[len(home.rstrip("/")) + 1 :]
+    return path
 
 
 def _credential_stores(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Literal
 
     from safe_pip.credentials.spec import CredentialSpec
+    from safe_pip.policy.trust import Approval
 
     NetworkMode = Literal["none", "allowlist"]
 
@@ -95,3 +96,6 @@ class Policy:
     pyproject: str | None = None
     #: Human-readable names of every layer merged, in order ("profile:base", a path ...).
     sources: tuple[str, ...] = ()
+    #: The ``[tool.safe-run]`` table's approval state, when it grants more than the
+    #: defaults (None otherwise): an unapproved one must not run (policy/trust.py).
+    approval: Approval | None = None
