@@ -577,7 +577,11 @@ def test_learn_run_ends_on_sigterm(tmp_path: Path, mode: str, marks: None) -> No
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)
+    # Until the program itself runs (a fixed pause lost the race on a loaded box: the
+    # signal came before safe-run had its handlers in place).
+    deadline = time.monotonic() + 30
+    while not _descendant_runs(process.pid, b"sleep\x0060") and time.monotonic() < deadline:
+        time.sleep(0.05)
     # Everything with safe-run's command line at once, as `pkill -f` or a service
     # manager stopping a cgroup would: the sandbox's first child dies before the
     # program, so the namespace is torn down around processes only we can reap.
@@ -585,6 +589,20 @@ def test_learn_run_ends_on_sigterm(tmp_path: Path, mode: str, marks: None) -> No
         with contextlib.suppress(ProcessLookupError):  # gone already: fine
             os.kill(pid, signal.SIGTERM)
     assert process.wait(timeout=20) == 128 + signal.SIGTERM
+
+
+def _descendant_runs(root: int, cmdline: bytes) -> bool:
+    """Whether a process below ``root`` has exactly this NUL-separated command line."""
+    pending = [root]
+    while pending:
+        for child in children_of(pending.pop()):
+            try:
+                if Path(f"/proc/{child}/cmdline").read_bytes().rstrip(b"\0") == cmdline:
+                    return True
+            except OSError:
+                continue
+            pending.append(child)
+    return False
 
 
 def children_of(parent: int) -> list[int]:

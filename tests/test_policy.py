@@ -116,11 +116,10 @@ def test_pyproject_without_table_is_still_the_project_root(tmp_path: Path) -> No
     assert policy.pyproject is None
     assert policy.sources == ("profile:base",)
     assert str(root) in policy.filesystem.read
-    assert policy.filesystem.protected == (
-        f"{root}/pyproject.toml",
-        f"{root}/.git/hooks",
-        f"{root}/.git/config",
-    )
+    protected = policy.filesystem.protected
+    assert protected[0] == f"{root}/pyproject.toml"
+    # base's list of files that run later: read-only under any write grant
+    assert {f"{HOME}/.bashrc", f"{HOME}/.local/bin", f"{HOME}/.gitconfig"} <= set(protected)
 
 
 def test_pyproject_with_table_supplies_the_policy(tmp_path: Path) -> None:
@@ -938,7 +937,8 @@ def test_render_lists_sources_protected_and_layers(tmp_path: Path) -> None:
         "#   profile:python-runtime",
         f"#   {root / 'pyproject.toml'}",
         "#   command line",
-        f"#   {root / '.git' / 'hooks'}",
+        f"#   {root / 'pyproject.toml'}",
+        f"#   {HOME / '.bashrc'}",
         "# layers:",
         "#   landlock: in force (ABI 7)",
         "#   seccomp: off",

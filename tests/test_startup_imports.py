@@ -208,7 +208,7 @@ def test_pure_path_spells_paths_as_pathlib_does() -> None:
 
 def _glob_reference(venv: Path) -> list[str]:
     """What ``venv_protected_paths`` computed with pathlib before it went without."""
-    protected = [venv / "bin", venv / "pyvenv.cfg"]
+    protected = [venv / "bin", venv / "pyvenv.cfg", venv / "pip.conf"]
     for site in venv.glob("lib*/python*/site-packages"):
         protected.extend(sorted(site.glob("*.pth")))
         protected.extend(site / name for name in ("sitecustomize.py", "usercustomize.py"))
@@ -248,7 +248,11 @@ def test_venv_protected_paths_match_the_glob_they_replace(odd_venv: Path) -> Non
 def test_venv_protected_paths_of_a_missing_venv(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     assert venv_protected_paths(str(missing)) == _glob_reference(missing)
-    assert venv_protected_paths(str(missing)) == [f"{missing}/bin", f"{missing}/pyvenv.cfg"]
+    assert venv_protected_paths(str(missing)) == [
+        f"{missing}/bin",
+        f"{missing}/pyvenv.cfg",
+        f"{missing}/pip.conf",
+    ]
 
 
 def test_venv_protected_paths_of_this_interpreter() -> None:

@@ -142,6 +142,7 @@ def run_in_build_sandbox(
         caller_env=os.environ,
         cwd=private_dir,
         allow_degraded=allow_degraded,
+        guard_persistence=False,
     )
     # Index passwords: phantoms in uv's URLs, the real values for the proxy only.
     plan = replace(plan, credentials=tuple(credentials))

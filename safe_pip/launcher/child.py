@@ -237,6 +237,7 @@ def grants_for_mode(grants: FsGrants, mode: str) -> FsGrants:
             deny=(),
             protected=(),
             devices_rw=grants.devices_rw,
+            sealed=grants.sealed,
         )
     return FsGrants(
         read=grants.read,
@@ -244,6 +245,7 @@ def grants_for_mode(grants: FsGrants, mode: str) -> FsGrants:
         deny=grants.deny,
         protected=grants.protected,
         devices_rw=grants.devices_rw,
+        sealed=grants.sealed,
     )
 
 

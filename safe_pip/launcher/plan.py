@@ -12,6 +12,7 @@ import os
 import sys
 
 from safe_pip._records import record
+from safe_pip.launcher.persistence import guarded_paths, site_packages, venv_protected_paths
 from safe_pip.policy.model import NetworkPolicy, Policy, is_within, pure_path
 from safe_pip.runner.target import Target, resolve_target
 from safe_pip.sandbox.environment import build_environment
@@ -93,52 +94,6 @@ def interpreter_roots(python: str) -> list[str]:
     return list(dict.fromkeys(roots))
 
 
-def _subdirs(directory: str, prefix: str) -> list[str]:
-    """The directories (or links to them) named ``prefix*`` in ``directory``.
-
-    Matches like a ``prefix*`` glob component (hidden names included, links to
-    directories followed, an unreadable directory gives nothing) without importing
-    ``glob`` or ``pathlib``, and with them ``re`` and ``fnmatch``.
-    """
-    try:
-        with os.scandir(directory) as scan:
-            entries = list(scan)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
-    return [e.path for e in entries if e.name.startswith(prefix) and e.is_dir()]
-
-
-def venv_protected_paths(venv: str) -> list[str]:
-    """Files of a venv that run code later, outside any sandbox: keep them read-only.
-
-    ``bin/``, ``pyvenv.cfg``, and in every ``lib*/python*/site-packages`` the ``*.pth``
-    files (sorted) plus ``sitecustomize.py`` and ``usercustomize.py``.
-    """
-    protected = [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
-    for site in _site_packages(venv):
-        try:
-            with os.scandir(site) as scan:
-                pth = sorted(e.name for e in scan if e.name.endswith(".pth"))
-        except PermissionError:
-            pth = []
-        protected.extend(os.path.join(site, name) for name in pth)
-        protected.extend(
-            os.path.join(site, name) for name in ("sitecustomize.py", "usercustomize.py")
-        )
-    return protected
-
-
-def _site_packages(venv: str) -> list[str]:
-    """Every ``lib*/python*/site-packages`` directory of a venv."""
-    found = []
-    for lib in _subdirs(venv, "lib"):
-        for version in _subdirs(lib, "python"):
-            site = os.path.join(version, "site-packages")
-            if os.path.isdir(site):
-                found.append(site)
-    return found
-
-
 def pth_directories(venv: str, home: str | None) -> list[str]:
     """Directories a venv's ``*.pth`` files put on ``sys.path`` (editable installs).
 
@@ -149,7 +104,7 @@ def pth_directories(venv: str, home: str | None) -> list[str]:
     skipped: that would open far more than an install's source tree.
     """
     found: list[str] = []
-    for site in _site_packages(venv):
+    for site in site_packages(venv):
         try:
             with os.scandir(site) as scan:
                 pth_files = sorted(e.path for e in scan if e.name.endswith(".pth"))
@@ -173,32 +128,42 @@ def pth_directories(venv: str, home: str | None) -> list[str]:
     return found
 
 
-def build_grants(policy: Policy, *, python: str, venv: str | None, private_dir: str) -> FsGrants:
-    """Policy paths plus what the launcher itself needs (interpreter, venv, scratch)."""
+def build_grants(
+    policy: Policy,
+    *,
+    python: str,
+    venv: str | None,
+    private_dir: str,
+    caller_env: Mapping[str, str] | None = None,
+    guard_persistence: bool = True,
+) -> FsGrants:
+    """Policy paths plus what the launcher itself needs (interpreter, venv, scratch),
+    and what must stay read-only whatever the policy says (launcher/persistence.py)."""
     fs = policy.filesystem
+    caller_env = os.environ if caller_env is None else caller_env
     read = list(fs.read)
     read.extend(interpreter_roots(python))
     if venv is not None:
         read.append(venv)
-        read.extend(pth_directories(venv, os.environ.get("HOME")))
+        read.extend(pth_directories(venv, caller_env.get("HOME")))
     read.append("/proc")
-    write = list(fs.write)
-    write.append(private_dir)
-    protected = list(fs.protected)
-    if venv is not None:
-        explicitly_writable = any(_under(w, [venv]) for w in write)
-        if _under(venv, write) and not explicitly_writable:
-            # A writable project must not let code rewrite the venv it runs from:
-            # the whole venv stays read-only unless the policy names it for writing.
-            protected.append(venv)
-        else:
-            protected.extend(venv_protected_paths(venv))
+    persistent = [path for path in fs.write if not is_within(path, private_dir)]
+    protected, sealed = guarded_paths(
+        persistent if guard_persistence else [],
+        project_dir=policy.project_dir,
+        venvs=(venv, caller_env.get("VIRTUAL_ENV")),
+        path_dirs=caller_env.get("PATH", "").split(":"),
+    )
+    if venv is not None and not _under(venv, persistent):
+        # Read-only anyway; listed so that a write grant inside it stays harmless.
+        protected.extend(venv_protected_paths(venv))
     return FsGrants(
         read=tuple(map(pure_path, dict.fromkeys(read))),
-        write=tuple(map(pure_path, dict.fromkeys(write))),
+        write=tuple(map(pure_path, dict.fromkeys([*fs.write, private_dir]))),
         deny=fs.deny,
-        protected=tuple(map(pure_path, dict.fromkeys(protected))),
+        protected=tuple(map(pure_path, dict.fromkeys([*fs.protected, *protected]))),
         devices_rw=DEVICES_RW,
+        sealed=tuple(map(pure_path, dict.fromkeys(sealed))),
     )
 
 
@@ -231,8 +196,19 @@ def build_plan(
     caller_env: Mapping[str, str],
     cwd: str,
     allow_degraded: bool,
+    guard_persistence: bool = True,
 ) -> SandboxPlan:
-    grants = build_grants(policy, python=python, venv=venv, private_dir=private_dir)
+    """Everything the child applies; ``guard_persistence=False`` is for the install
+    sandbox, whose job is to write a venv's ``bin/`` and ``.pth`` files (its own
+    audit reports what it added)."""
+    grants = build_grants(
+        policy,
+        python=python,
+        venv=venv,
+        private_dir=private_dir,
+        caller_env=caller_env,
+        guard_persistence=guard_persistence,
+    )
     path_dirs = sandbox_path_dirs(caller_env.get("PATH", ""), grants, python=python, venv=venv)
     target = (
         resolve_target(kind, words, python=python, venv=venv, path_dirs=path_dirs)

@@ -56,7 +56,7 @@ CLI_SOURCE = "command line"
 #: ``schema/safe-run.schema.json``.
 ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
     "": ("extends", "network", "filesystem", "env", "credentials"),
-    "filesystem": ("read", "write", "deny"),
+    "filesystem": ("read", "write", "deny", "protect"),
     "network": ("allow",),
     "env": ("pass", "set"),
 }
@@ -174,11 +174,7 @@ def load_policy(
     if cli is not None:
         merger.apply(cli, CLI_SOURCE)
 
-    protected = [
-        os.path.join(project_dir, PYPROJECT),
-        os.path.join(project_dir, ".git", "hooks"),
-        os.path.join(project_dir, ".git", "config"),
-    ]
+    protected = [os.path.join(project_dir, PYPROJECT), *merger.protect]
     if policy_pyproject is not None:
         protected.append(policy_pyproject)
     protected += merger.policy_files
@@ -236,6 +232,7 @@ class _Layer:
         "env_pass",
         "env_set",
         "no_network",
+        "protect",
         "read",
         "write",
     )
@@ -245,6 +242,7 @@ class _Layer:
         self.read: list[str] = []
         self.write: list[str] = []
         self.deny: list[str] = []
+        self.protect: list[str] = []
         self.no_network = False
         self.allow: list[str] = []
         self.env_pass: list[str] = []
@@ -265,6 +263,7 @@ class _Merger:
         self.read: dict[str, None] = {}
         self.write: dict[str, None] = {}
         self.deny: dict[str, None] = {}
+        self.protect: dict[str, None] = {}
         self.allow: dict[str, None] = {}
         self.env_pass: dict[str, None] = {}
         self.env_set: dict[str, str] = {}
@@ -376,6 +375,7 @@ class _Merger:
             (self.read, layer.read),
             (self.write, layer.write),
             (self.deny, layer.deny),
+            (self.protect, layer.protect),
             (self.env_pass, layer.env_pass),
         ):
             for item in items:
@@ -421,7 +421,12 @@ class _Merger:
                 )
 
         filesystem = _table(data, "filesystem", source, prefix)
-        for name, target in (("read", layer.read), ("write", layer.write), ("deny", layer.deny)):
+        for name, target in (
+            ("read", layer.read),
+            ("write", layer.write),
+            ("deny", layer.deny),
+            ("protect", layer.protect),
+        ):
             key = f"{prefix}filesystem.{name}"
             for index, raw in enumerate(_strings(filesystem.get(name, []), source, key)):
                 target.append(

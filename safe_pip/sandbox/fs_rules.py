@@ -27,6 +27,8 @@ Missing paths: grants and deny paths that do not exist are skipped (Landlock rul
 attach to existing inodes; a deny on a missing path has nothing to hide).  A
 missing *protected* path is kept, so its nearest existing ancestor loses the right
 to create it (``.git/hooks`` absent must not let code create ``.git/hooks/x``).
+A *sealed* directory is carved the same way around a name that cannot exist: it
+takes no new entries and loses none, and each entry it holds keeps its rights.
 Hard links to a denied file that already exist elsewhere under a grant, and bind
 mounts, cannot be detected here.
 """
@@ -46,6 +48,8 @@ Rule = tuple[str, AccessFs]
 _Exclusion = tuple[str, AccessFs]
 
 _DEVICE_RW = AccessFs.READ_FILE | AccessFs.WRITE_FILE | AccessFs.IOCTL_DEV
+#: Appended to a sealed directory: an exclusion "inside" it that can never exist.
+_SEAL = "/\0sealed"
 _WRITE_KINDS = int(WRITE) & ~int(READ)
 
 
@@ -63,13 +67,18 @@ class FsGrants:
     protected: tuple[str, ...] = ()
     #: device files such as /dev/null: read/write/ioctl, no directory rights
     devices_rw: tuple[str, ...] = ()
+    #: directories that take no new entries (and lose none), while what they already
+    #: hold keeps its rights: a venv's site-packages, where a new ``.pth`` would run at
+    #: every later start of the venv's Python.  Enforced in both modes.
+    sealed: tuple[str, ...] = ()
 
 
 def landlock_rules(grants: FsGrants, abi: int, *, carve_protected: bool) -> list[Rule]:
     """The ``(path, rights)`` rules that enforce ``grants`` on Landlock ABI ``abi``.
 
     With ``carve_protected=False`` protected paths are left to another layer (the
-    mount namespace binds them read-only) and only deny paths are carved.
+    mount namespace binds them read-only) and only deny paths and sealed directories
+    are carved (no mount can seal a directory).
     """
     everything = fs_access_for_abi(abi)
     exclusions = _exclusions(grants, everything, carve_protected=carve_protected)
@@ -125,6 +134,13 @@ def _exclusions(
         for path in grants.protected:
             real = _resolve(path)
             caps[real] = caps.get(real, everything) & READ
+    for path in grants.sealed:
+        # A name no file can have, protected: carving takes the right to create (and
+        # remove, and rename) from the directory that would hold it, and grants each
+        # existing entry separately, with its own rights intact.
+        real = _resolve(path)
+        if os.path.isdir(real):
+            caps[real + _SEAL] = READ
     return list(caps.items())
 
 

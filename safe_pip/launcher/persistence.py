@@ -1,0 +1,154 @@
+"""What a sandbox may never write, whatever its policy grants: files that run later.
+
+The sandbox holds while it runs.  A patient attacker does not break out; it leaves
+something that a trusted tool runs or obeys afterwards, outside any sandbox: a git
+hook or ``core.fsmonitor``, a ``.pth`` file in a venv, a script that shadows ``ls``
+in a ``bin/`` on ``PATH``, a line in ``~/.bashrc``.  This module finds those places
+inside the run's write grants, before the sandbox starts, so that the launcher keeps
+them read-only in both modes (bind mounts in namespace mode, Landlock carving in
+fallback mode):
+
+* **git**: the whole ``.git`` of the project and of every write grant: hooks, config,
+  the index (a gitlink added there makes ``git status`` recurse into a repository
+  the sandbox made), ``modules/*/config`` of submodules, everything.
+* **venvs**: every venv the run can write that is found where venvs live -- the one
+  the run uses, ``$VIRTUAL_ENV``'s, the project's ``.venv``, and ``.venv``/``venv``/
+  ``env`` in each write grant (or the grant itself).  A venv the policy does not name
+  for writing stays read-only whole.  One it names keeps ``bin/``, ``pyvenv.cfg``,
+  ``pip.conf``, the existing ``*.pth`` and ``sitecustomize``/``usercustomize``
+  read-only, and its ``site-packages`` is *sealed*: nothing new can appear directly in
+  it (no new ``.pth``), while the packages already there stay writable.
+* **PATH**: every directory on the caller's ``PATH`` that a write grant covers: a new
+  ``ls`` there runs instead of the real one.
+* the policy's ``filesystem.protect`` list (``base`` names the shell start-up files,
+  autostart and systemd user units, ``~/.gitconfig``, ``~/.local/bin``, the user site
+  directory, ...).
+
+Only paths that exist can be kept this way (a mount needs something to cover; in
+fallback mode a missing protected name keeps its directory from gaining new entries,
+which :mod:`safe_pip.sandbox.fs_rules` already does).  What no existing path covers --
+a ``.git`` created by ``git init`` in a subdirectory during the run, a venv in a
+directory not listed above -- is the supervisor's part (see docs/sandbox.md,
+"What the sandbox can leave behind").
+
+All of this costs a few ``lstat`` calls per write grant, and nothing when the policy
+grants no writes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from safe_pip.policy.model import is_within
+
+TYPE_CHECKING = False  # avoid importing typing at start-up
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+#: Where a write grant may hold a venv of its own, besides being one.
+_VENV_NAMES = (".venv", "venv", "env")
+_CUSTOMIZE = ("sitecustomize.py", "usercustomize.py")
+
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(is_within(path, root) for root in roots)
+
+
+def _subdirs(directory: str, prefix: str) -> list[str]:
+    """The directories (or links to them) named ``prefix*`` in ``directory``.
+
+    Matches like a ``prefix*`` glob component (hidden names included, links to
+    directories followed, an unreadable directory gives nothing) without importing
+    ``glob`` or ``pathlib``, and with them ``re`` and ``fnmatch``.
+    """
+    try:
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    return [e.path for e in entries if e.name.startswith(prefix) and e.is_dir()]
+
+
+def site_packages(venv: str) -> list[str]:
+    """Every ``lib*/python*/site-packages`` directory of a venv."""
+    found = []
+    for lib in _subdirs(venv, "lib"):
+        for version in _subdirs(lib, "python"):
+            site = os.path.join(version, "site-packages")
+            if os.path.isdir(site):
+                found.append(site)
+    return found
+
+
+def venv_protected_paths(venv: str) -> list[str]:
+    """Files of a writable venv that run code later, outside any sandbox.
+
+    ``bin/``, ``pyvenv.cfg``, ``pip.conf`` (pip obeys a venv's own), and in every
+    ``lib*/python*/site-packages`` the ``*.pth`` files (sorted) plus
+    ``sitecustomize.py`` and ``usercustomize.py``.
+    """
+    protected = [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
+    protected.append(os.path.join(venv, "pip.conf"))
+    for site in site_packages(venv):
+        try:
+            with os.scandir(site) as scan:
+                pth = sorted(e.name for e in scan if e.name.endswith(".pth"))
+        except PermissionError:
+            pth = []
+        protected.extend(os.path.join(site, name) for name in pth)
+        protected.extend(os.path.join(site, name) for name in _CUSTOMIZE)
+    return protected
+
+
+def is_venv(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
+
+
+def _venvs_in_reach(write: list[str], known: Iterable[str | None], project_dir: str) -> list[str]:
+    """The venvs the run could write: known ones and those where venvs usually live."""
+    candidates: list[str] = [v for v in known if v]
+    candidates.append(os.path.join(project_dir, ".venv"))
+    for grant in write:
+        candidates.append(grant)
+        candidates.extend(os.path.join(grant, name) for name in _VENV_NAMES)
+    found: dict[str, str] = {}
+    for candidate in candidates:
+        if _under(candidate, write) and is_venv(candidate):
+            found.setdefault(os.path.realpath(candidate), candidate)
+    return list(found.values())
+
+
+def guarded_paths(
+    write: list[str],
+    *,
+    project_dir: str,
+    venvs: Iterable[str | None],
+    path_dirs: Iterable[str],
+) -> tuple[list[str], list[str]]:
+    """``(protected, sealed)`` for a run whose write grants are ``write``.
+
+    ``protected`` paths stay read-only (only existing ones are listed);
+    ``sealed`` directories take no new entries while what they hold stays writable.
+    ``write`` must not include the run's private scratch directory.
+    """
+    if not write:
+        return [], []
+    protected: list[str] = []
+    sealed: list[str] = []
+    for root in dict.fromkeys([project_dir, *write]):
+        git = os.path.join(root, ".git")
+        if os.path.lexists(git) and _under(git, write):
+            protected.append(git)
+    for venv in _venvs_in_reach(write, venvs, project_dir):
+        if any(is_within(grant, venv) for grant in write):
+            # The policy names the venv (or a path inside it) for writing: keep what
+            # runs at every start read-only, and let nothing new appear beside it.
+            protected.extend(venv_protected_paths(venv))
+            sealed.extend(site_packages(venv))
+        else:
+            protected.append(venv)
+    for directory in path_dirs:
+        absolute = directory.startswith("/")
+        if absolute and _under(directory, write) and os.path.isdir(directory):
+            protected.append(os.path.normpath(directory))
+    return protected, sealed
