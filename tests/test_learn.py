@@ -37,11 +37,12 @@ from sandbox_harness import SAFE_RUN, World, make_world
 from safe_pip.learn.env_lookups import looks_secret, read_lookups, wanted_variables
 from safe_pip.learn.findings import Denial, judge
 from safe_pip.learn.foresight import Foresight
-from safe_pip.learn.proposal import generalise, policy_spelling, printable, propose
+from safe_pip.learn.proposal import generalise, policy_spelling, propose
 from safe_pip.learn.syscalls import fd_only_flags, traced_calls
 from safe_pip.learn.tracer import Attempt
 from safe_pip.sandbox.fs_rules import FsGrants
 from safe_pip.sandbox.seccomp import build_trace_filter
+from safe_pip.terminal import printable
 
 needs_safe_run = pytest.mark.skipif(
     not SAFE_RUN.exists(), reason="safe-run is not installed next to python"

@@ -208,7 +208,7 @@ def test_pure_path_spells_paths_as_pathlib_does() -> None:
 
 def _glob_reference(venv: Path) -> list[str]:
     """What ``venv_protected_paths`` computed with pathlib before it went without."""
-    protected = [venv / "bin", venv / "pyvenv.cfg", venv / "pip.conf"]
+    protected = [venv / "bin", venv / "pyvenv.cfg", venv / "pip.conf", venv / "safe-pip.cfg"]
     for site in venv.glob("lib*/python*/site-packages"):
         protected.extend(sorted(site.glob("*.pth")))
         protected.extend(site / name for name in ("sitecustomize.py", "usercustomize.py"))
@@ -252,6 +252,7 @@ def test_venv_protected_paths_of_a_missing_venv(tmp_path: Path) -> None:
         f"{missing}/bin",
         f"{missing}/pyvenv.cfg",
         f"{missing}/pip.conf",
+        f"{missing}/safe-pip.cfg",
     ]
 
 

@@ -112,8 +112,20 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
     """The one summary line (or JSON), the audit findings, and the exit code."""
     import json
 
+    from safe_pip.terminal import printable, reset_attributes
+
+    # uv and the builds printed before us: whatever they left set (conceal, say) must
+    # not hide what follows.
+    reset_attributes(2)
     for line in outcome.finding_lines:
         click.echo(f"safe-pip: audit: {line}", err=True)
+    if outcome.wrapped:
+        names = ", ".join(printable(name) for name in outcome.wrapped)
+        click.echo(
+            f"safe-pip: wrapped {names}: they run under safe-run (this venv wraps every "
+            "script an install adds; --wrap-scripts)",
+            err=True,
+        )
     if as_json:
         click.echo(
             json.dumps(
@@ -135,7 +147,7 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
         built = f" ({len(outcome.built)} built from source in sandboxes)" if outcome.built else ""
         click.echo(f"installed {len(outcome.installed)} packages into {venv}{built}")
     if outcome.problem is not None:
-        click.echo(f"safe-pip: {outcome.problem}", err=True)
+        click.echo(f"safe-pip: {printable(outcome.problem)}", err=True)
         sys.exit(outcome.exit_code or 1)
 
 

@@ -118,6 +118,9 @@ def uninstall_command(packages: tuple[str, ...], venv: str | None, allow_degrade
         )
     finally:
         remove_tree(box)
+    from safe_pip.installer.wrap import prune_wrapped
+
+    prune_wrapped(target)  # the originals of wrapped scripts whose package is gone
     sys.exit(code)
 
 
@@ -130,12 +133,14 @@ def audit_command(venv: str | None, as_json: bool) -> None:
     import json
 
     from safe_pip.installer.audit import audit_venv, describe, findings_to_json
+    from safe_pip.terminal import reset_attributes
 
     target = resolve_venv(venv)
     findings = audit_venv(target)
     if as_json:
         click.echo(json.dumps({"venv": target, "findings": findings_to_json(findings)}))
         return
+    reset_attributes(1)
     if not findings:
         click.echo(f"nothing in {target} runs code at start-up or as a script")
     for finding in findings:

@@ -10,6 +10,13 @@ of leftovers matter:
 - **scripts**, ``[console_scripts]``/``[gui_scripts]`` entry points written to
   ``bin/``: they run when called, but a script named ``ls`` or ``git`` on a PATH
   that includes the venv's ``bin/`` is called by accident.
+- **executables** a wheel puts in ``bin/`` without declaring them: files under
+  ``<name>.data/scripts/`` or ``<name>.data/data/bin/``, or a replaced
+  ``bin/python``.  They are found by comparing ``bin/`` before and after.
+
+A script or executable whose name is a command on the user's ``PATH`` (``ls``,
+``git``, ``python3``) is reported first, as ``shadows-command``: in an activated venv
+it runs instead of the real one, with nothing to make anyone look twice.
 
 Everything here reads files and nothing else: no interpreter of the venv is run and
 nothing from it is imported, since that would execute exactly the code in question.
@@ -29,6 +36,17 @@ from safe_pip._records import record
 
 STARTUP_KINDS = ("pth-exec", "sitecustomize", "usercustomize")
 SCRIPT_KINDS = {"console_scripts": "console-script", "gui_scripts": "gui-script"}
+#: A command on the user's PATH that a new ``bin/`` entry would run instead of.
+SHADOW_KIND = "shadows-command"
+EXECUTABLE_KIND = "executable"
+#: In a venv that wraps its scripts (``--wrap-scripts``), a script that is not wrapped.
+UNWRAPPED_KIND = "not-wrapped"
+#: What a venv holds in ``bin/`` of its own (``python -m venv``, ``uv venv``,
+#: virtualenv); checked by the full audit only, since an install that changes one of
+#: them shows up in the before/after comparison anyway.
+VENV_OWN = ("python", "activate", "Activate", "deactivate", "pydoc")
+#: Where a shadowed command would otherwise be found, besides the caller's PATH.
+_SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 #: The ``distutils-precedence.pth`` of setuptools, whole: ``local`` is the default of
 #: setuptools 60 and later (checked up to 84.2.1), ``stdlib`` that of the releases
@@ -71,6 +89,8 @@ class VenvState:
 
     startup: frozenset[tuple[str, str]]
     distributions: frozenset[tuple[str, str, tuple[tuple[str, str, str], ...]]]
+    #: ``(name, identity)`` of every entry of ``bin/`` (see :func:`bin_entries`)
+    bin: frozenset[tuple[str, str]] = frozenset()
 
     def versions(self) -> dict[str, str]:
         """Normalised project name -> version, as the dist-info directories say."""
@@ -250,6 +270,90 @@ def _startup_files(sites: list[str]) -> list[_StartupFile]:
     return found
 
 
+# --- bin/ ---------------------------------------------------------------------------------
+
+
+def bin_entries(venv: str) -> dict[str, str]:
+    """``name -> identity`` of every file and link directly in ``VENV/bin``.
+
+    The identity (a link's target; a file's mode, size, inode and mtime) changes
+    when an install writes the entry, without reading multi-megabyte binaries.
+    Directories (``.safe-pip-wrapped``) are not entries.
+    """
+    found: dict[str, str] = {}
+    try:
+        with os.scandir(os.path.join(venv, "bin")) as scan:
+            for entry in scan:
+                try:
+                    if entry.is_symlink():
+                        found[entry.name] = "link " + os.readlink(entry.path)
+                    elif not entry.is_dir(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        found[entry.name] = (
+                            f"file {st.st_mode:o} {st.st_size} {st.st_ino} {st.st_mtime_ns}"
+                        )
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return found
+
+
+def _is_executable(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK)
+    except OSError:
+        return False
+
+
+def shadowed_command(name: str, venv: str) -> str | None:
+    """The command ``name`` would shadow on the user's PATH (outside the venv), if any."""
+    own = os.path.realpath(os.path.join(venv, "bin"))
+    directories = os.environ.get("PATH", "").split(os.pathsep) + list(_SYSTEM_PATH)
+    for directory in dict.fromkeys(directories):
+        if not directory.startswith("/") or os.path.realpath(directory) == own:
+            continue
+        candidate = os.path.join(directory, name)
+        if _is_executable(candidate):
+            return candidate
+    return None
+
+
+def _executable_findings(
+    venv: str, names: list[str], dists: list[_Dist], declared: set[str]
+) -> list[Finding]:
+    """Findings for ``bin/`` entries no distribution declares as a script."""
+    undeclared = [name for name in sorted(names) if name not in declared]
+    paths = [os.path.join(venv, "bin", name) for name in undeclared]
+    owners = _owners(paths, dists)
+    findings = []
+    for path in paths:
+        how = "executable" if _is_executable(path) else "not executable"
+        findings.append(Finding(EXECUTABLE_KIND, path, how, owners.get(path)))
+    return findings
+
+
+def _shadow_findings(venv: str, findings: list[Finding]) -> list[Finding]:
+    """One ``shadows-command`` finding per ``bin/`` finding named like a command."""
+    shadows = []
+    bin_dir = os.path.join(venv, "bin")
+    for finding in findings:
+        if os.path.dirname(finding.path) != bin_dir or finding.kind == SHADOW_KIND:
+            continue
+        if finding.kind == UNWRAPPED_KIND or (
+            finding.kind == EXECUTABLE_KIND and finding.detail != "executable"
+        ):
+            continue
+        real = shadowed_command(os.path.basename(finding.path), venv)
+        if real is not None:
+            shadows.append(Finding(SHADOW_KIND, finding.path, real, finding.distribution))
+    return shadows
+
+
+def _declared_scripts(dists: list[_Dist]) -> set[str]:
+    return {name for dist in dists for _, name, _ in dist.scripts}
+
+
 # --- distributions and their scripts ------------------------------------------------------
 
 
@@ -357,11 +461,25 @@ def _script_findings(venv: str, dists: list[_Dist]) -> list[Finding]:
 
 
 def audit_venv(venv: str) -> list[Finding]:
-    """Everything in the venv that runs code later: start-up code first, then scripts."""
+    """Everything in the venv that runs code later: commands it would shadow first,
+    then start-up code, scripts, and undeclared executables in ``bin/``; in a venv
+    that wraps its scripts, each script that is not wrapped."""
+    from safe_pip.installer.wrap import wrappable, wraps_scripts
+
     venv = os.path.abspath(venv)
     sites = site_packages_dirs(venv)
     dists = _distributions(sites)
-    return _startup_findings(_startup_files(sites), dists) + _script_findings(venv, dists)
+    names = [name for name in bin_entries(venv) if not name.startswith(VENV_OWN)]
+    findings = _startup_findings(_startup_files(sites), dists) + _script_findings(venv, dists)
+    findings += _executable_findings(venv, names, dists, _declared_scripts(dists))
+    if wraps_scripts(venv):
+        owners = {f.path: f.distribution for f in findings}
+        for name in wrappable(venv, names):
+            path = os.path.join(venv, "bin", name)
+            findings.append(
+                Finding(UNWRAPPED_KIND, path, "runs outside the sandbox", owners.get(path))
+            )
+    return _shadow_findings(venv, findings) + findings
 
 
 def snapshot(venv: str) -> VenvState:
@@ -374,13 +492,15 @@ def snapshot(venv: str) -> VenvState:
     return VenvState(
         startup=frozenset((f.path, f.digest) for f in _startup_files(sites)),
         distributions=frozenset((d.name, d.version, d.scripts) for d in _distributions(sites)),
+        bin=frozenset(bin_entries(os.path.abspath(venv)).items()),
     )
 
 
 def new_findings(venv: str, before: VenvState) -> list[Finding]:
     """Findings that :func:`snapshot` ``before`` did not have: new or changed start-up
-    files (same path, other bytes counts), and scripts that are new or now point at
-    another ``module:func``."""
+    files (same path, other bytes counts), scripts that are new or now point at
+    another ``module:func``, new or rewritten ``bin/`` entries that no distribution
+    declares, and, first, every one of those named like a command on PATH."""
     venv = os.path.abspath(venv)
     sites = site_packages_dirs(venv)
     dists = _distributions(sites)
@@ -395,7 +515,17 @@ def new_findings(venv: str, before: VenvState) -> list[Finding]:
         for finding in _script_findings(venv, dists)
         if (finding.kind, os.path.basename(finding.path), finding.detail) not in old_scripts
     ]
-    return _startup_findings(changed, dists) + scripts
+    old_bin = dict(before.bin)
+    touched = [name for name, key in bin_entries(venv).items() if old_bin.get(name) != key]
+    executables = _executable_findings(venv, touched, dists, _declared_scripts(dists))
+    findings = _startup_findings(changed, dists) + scripts + executables
+    return _shadow_findings(venv, findings) + findings
+
+
+def changed_bin_entries(venv: str, before: VenvState) -> list[str]:
+    """Names in ``bin/`` that are new or were rewritten since ``before``."""
+    old_bin = dict(before.bin)
+    return sorted(name for name, key in bin_entries(venv).items() if old_bin.get(name) != key)
 
 
 def startup_code(venv: str) -> list[Finding]:
@@ -437,12 +567,34 @@ def _short_path(path: str) -> str:
 
 
 def describe(finding: Finding) -> str:
-    """One human line, e.g. ``console script bin/foo -> foo.cli:main (foo)``."""
+    """One human line, e.g. ``console script bin/foo -> foo.cli:main (foo)``.
+
+    Everything in it comes from the package (names, paths, a ``.pth`` line), so the
+    line is made printable: no escape sequence reaches the terminal.
+    """
+    from safe_pip.terminal import printable
+
     where = _short_path(finding.path)
     owner = f" ({finding.distribution})" if finding.distribution else ""
     if finding.kind == "pth-exec":
-        return f"pth file {where} runs code at every start: {finding.detail}{owner}"
-    if finding.kind in _CUSTOMIZE:
-        return f"{finding.kind} module {where} runs at every start{owner}"
-    label = finding.kind.replace("-", " ")
-    return f"{label} {where} -> {finding.detail}{owner}"
+        line = f"pth file {where} runs code at every start: {finding.detail}{owner}"
+    elif finding.kind in _CUSTOMIZE:
+        line = f"{finding.kind} module {where} runs at every start{owner}"
+    elif finding.kind == SHADOW_KIND:
+        name = os.path.basename(finding.path)
+        line = (
+            f"{where} shadows the command {finding.detail}: with the venv active, "
+            f"'{name}' runs this instead{owner}"
+        )
+    elif finding.kind == UNWRAPPED_KIND:
+        line = (
+            f"{where} is not wrapped although this venv wraps its scripts: it {finding.detail}"
+            f" (install its package again to wrap it){owner}"
+        )
+    elif finding.kind == EXECUTABLE_KIND:
+        undeclared = "was added to bin/ without being declared as a script"
+        line = f"{where} {undeclared} ({finding.detail}){owner}"
+    else:
+        label = finding.kind.replace("-", " ")
+        line = f"{label} {where} -> {finding.detail}{owner}"
+    return printable(line)

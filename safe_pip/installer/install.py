@@ -37,6 +37,7 @@ from safe_pip.launcher.scratch import make_private_dir, remove_tree
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from safe_pip.credentials.phantom import ArmedCredential
+    from safe_pip.installer.audit import VenvState
     from safe_pip.installer.lock import LockedPackage
 
 #: uv's words when ``--no-build`` left a requirement without a usable wheel.
@@ -144,11 +145,8 @@ def install(request: InstallRequest) -> InstallOutcome:
                     "later (listed above); the venv is left as it was"
                 )
                 outcome.exit_code = 1
-            elif request.wrap_scripts:
-                from safe_pip.installer.wrap import wrap_scripts
-
-                scripts = [f.path for f in findings if f.kind.endswith("-script")]
-                outcome.wrapped = wrap_scripts(request.venv, [os.path.basename(p) for p in scripts])
+            else:
+                _wrap(request, outcome, before_state)
         after = snapshot(request.venv).versions()
         outcome.installed = sorted(f"{n}=={v}" for n, v in after.items() if before.get(n) != v)
         outcome.removed = sorted(f"{n}=={v}" for n, v in before.items() if n not in after)
@@ -168,6 +166,19 @@ def install(request: InstallRequest) -> InstallOutcome:
     if outcome.problem is not None and outcome.created_venv:
         remove_tree(request.venv)
     return outcome
+
+
+def _wrap(request: InstallRequest, outcome: InstallOutcome, before: VenvState) -> None:
+    """Wrap what the install added to ``bin/``, when asked to now or before."""
+    from safe_pip.installer.audit import changed_bin_entries
+    from safe_pip.installer.wrap import remember_wrapping, wrap_scripts, wrappable, wraps_scripts
+
+    if request.wrap_scripts:
+        remember_wrapping(request.venv)
+    elif not wraps_scripts(request.venv):
+        return
+    names = wrappable(request.venv, changed_bin_entries(request.venv, before))
+    outcome.wrapped = wrap_scripts(request.venv, names)
 
 
 def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import shlex
 from contextlib import contextmanager
 
-from safe_pip.learn.proposal import Proposal, outermost, policy_spelling, printable
+from safe_pip.learn.proposal import Proposal, outermost, policy_spelling
 from safe_pip.policy.model import is_within
+from safe_pip.terminal import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

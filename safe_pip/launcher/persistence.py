@@ -83,12 +83,13 @@ def site_packages(venv: str) -> list[str]:
 def venv_protected_paths(venv: str) -> list[str]:
     """Files of a writable venv that run code later, outside any sandbox.
 
-    ``bin/``, ``pyvenv.cfg``, ``pip.conf`` (pip obeys a venv's own), and in every
+    ``bin/``, ``pyvenv.cfg``, ``pip.conf``, ``safe-pip.cfg``, and in every
     ``lib*/python*/site-packages`` the ``*.pth`` files (sorted) plus
     ``sitecustomize.py`` and ``usercustomize.py``.
     """
     protected = [os.path.join(venv, "bin"), os.path.join(venv, "pyvenv.cfg")]
-    protected.append(os.path.join(venv, "pip.conf"))
+    # pip obeys a venv's own pip.conf; safe-pip.cfg says its scripts are wrapped.
+    protected += [os.path.join(venv, "pip.conf"), os.path.join(venv, "safe-pip.cfg")]
     for site in site_packages(venv):
         try:
             with os.scandir(site) as scan:

@@ -105,10 +105,3 @@ def policy_spelling(path: str, *, home: str, project_dir: str) -> str:
     if is_within(path, home):
         return "~" + path[len(home.rstrip("/")) :]
     return path
-
-
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` safe for a terminal: paths and hosts come from the watched program,
-    which must not get escape sequences onto the user's screen."""
-    allowed_controls = "\n" if keep_newlines else ""
-    return "".join(c if c.isprintable() or c in allowed_controls else "?" for c in text)

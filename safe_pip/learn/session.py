@@ -12,8 +12,9 @@ import os
 import sys
 
 from safe_pip._records import replace
-from safe_pip.learn.proposal import Proposal, policy_spelling, printable, propose
+from safe_pip.learn.proposal import Proposal, policy_spelling, propose
 from safe_pip.policy.model import NetworkPolicy
+from safe_pip.terminal import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
