@@ -362,5 +362,7 @@ def main() -> None:
     try:
         cli()
     except SafePipError as exc:
-        click.echo(f"safe-pip: {exc.message}", err=True)
+        from safe_pip.terminal import printable
+
+        click.echo(f"safe-pip: {printable(exc.message)}", err=True)
         sys.exit(exc.exit_code)

@@ -287,7 +287,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         else:
             code = run(opts)
     except SafePipError as exc:
-        print(f"safe-run: {exc.message}", file=sys.stderr)
+        from safe_pip.terminal import printable
+
+        # Messages name paths and packages that untrusted code may have chosen.
+        print(f"safe-run: {printable(exc.message)}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130
