@@ -777,9 +777,11 @@ def attempt(port):
 if os.fork() == 0:  # a daemon: its own session, outliving its parent
     os.setsid()
     if os.fork() == 0:
+        # Opened once: with the supervisor gone, no new file can be opened for
+        # writing (the broker that writes for the sandbox is gone too).
+        log = open(log_path, "a", buffering=1)
         while True:
-            with open(log_path, "a") as log:
-                log.write(f"{time.time()} {attempt(proxy_port)} {attempt(sink_port)}\\n")
+            log.write(f"{time.time()} {attempt(proxy_port)} {attempt(sink_port)}\\n")
             time.sleep(0.05)
     os._exit(0)
 print("READY", proxy_port, flush=True)

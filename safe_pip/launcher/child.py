@@ -107,6 +107,8 @@ def stage1(
     ns_rules: list[Rule] | None = None,
     net: ChildNetwork | None = None,
     go_fd: int | None = None,
+    events_fd: int | None = None,
+    ns_broker_rules: list[Rule] | None = None,
 ) -> NoReturn:
     """First child: new session, then namespaces (or fallback), then the next stage.
 
@@ -117,6 +119,8 @@ def stage1(
     new network namespace) makes the proxy's listening socket and sends it out.
     ``go_fd`` (learn mode): wait for one byte on it, sent once the supervisor has
     attached as our tracer, so that no descendant and no filter comes before it.
+    ``events_fd`` (with a broker plan): where the filesystem broker reports refusals;
+    ``ns_broker_rules`` are its namespace-mode Landlock rules.
     """
     try:
         if go_fd is not None:
@@ -155,11 +159,13 @@ def stage1(
                     "without user namespaces the sandbox needs Landlock scopes (ABI 6+) to "
                     "isolate signals; refusing (pass --allow-degraded to run anyway)",
                 )
+            if plan.broker is not None:
+                parent_of_target(plan, mode, report_fd, None, None, net, events_fd)
             exec_target(plan, mode, report_fd, net=net)
         init_pid = os.fork()
         if init_pid == 0:
             assert root is not None
-            init(plan, report_fd, root, ns_rules)
+            init(plan, report_fd, root, ns_rules, ns_broker_rules, events_fd)
         report(report_fd, f"init {init_pid}")
         os.close(report_fd)
         while True:
@@ -175,20 +181,65 @@ def init(
     report_fd: int,
     root: PreparedRoot,
     ns_rules: list[Rule] | None,
+    ns_broker_rules: list[Rule] | None = None,
+    events_fd: int | None = None,
 ) -> NoReturn:
     """Pid 1 of the new pid namespace: private root, then run and reap the target.
 
     When this process exits the kernel kills every other process in the namespace,
-    which is how no daemon outlives the run.  It forwards signals because pid 1
-    ignores signals it has no handler for.
+    which is how no daemon outlives the run.
     """
     try:
         namespaces.set_pdeathsig(signal.SIGKILL)
         enter_private_root(root)
+        parent_of_target(plan, "namespace", report_fd, ns_rules, ns_broker_rules, None, events_fd)
+    except Exception as exc:
+        fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+
+
+def parent_of_target(
+    plan: SandboxPlan,
+    mode: str,
+    report_fd: int,
+    rules: list[Rule] | None,
+    broker_rules: list[Rule] | None,
+    net: ChildNetwork | None,
+    events_fd: int | None,
+) -> NoReturn:
+    """Fork the program and stay its parent: forward signals, reap, exit with its status.
+
+    Pid 1 must forward signals because it ignores those it has no handler for.  With
+    a broker plan this process is also the filesystem broker
+    (:mod:`safe_pip.sandbox.fs_broker`): it takes the Landlock domain that may write
+    the persistent grants, without capabilities, *before* forking, so the program's
+    own (read-only there) domain is nested inside it; the program sends it the
+    seccomp listener over a socket pair, and a thread answers the notifications.  In
+    fallback mode with a network allowlist the same listener carries ``connect()``.
+    """
+    try:
+        channel = broker_end = None
+        proxy_port = net.port if net is not None else None
+        if plan.broker is not None:
+            if mode == "namespace" or os.geteuid() == 0:
+                namespaces.drop_capabilities()  # the program's DAC rights, no more
+            if broker_rules is None:
+                broker_rules = landlock_rules_for(plan, mode, role="broker")
+            apply_landlock(plan, mode, broker_rules, proxy_port)
+            import _socket
+
+            channel, broker_end = _socket.socketpair(
+                _socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC
+            )
         target_pid = os.fork()
         if target_pid == 0:
-            exec_target(plan, "namespace", report_fd, ns_rules)
+            if channel is not None and broker_end is not None:
+                channel.close()
+                exec_target(plan, mode, report_fd, rules, net, broker_fd=broker_end.fileno())
+            exec_target(plan, mode, report_fd, rules, net)
         os.close(report_fd)
+        if net is not None:
+            os.close(net.channel_fd)
+            os.close(net.host_listener_fd)
 
         def forward(signum: int, _frame: object) -> None:
             try:
@@ -198,12 +249,97 @@ def init(
 
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
+        if channel is not None and broker_end is not None:
+            broker_end.close()
+            _start_broker(plan, channel, events_fd, proxy_port if mode == "fallback" else None)
         while True:
             pid, status = os.wait()
             if pid == target_pid:
                 os._exit(exit_code_from_status(status))
     except Exception as exc:
         fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
+
+
+def _start_broker(
+    plan: SandboxPlan, channel: object, events_fd: int | None, proxy_port: int | None
+) -> None:
+    """Receive the program's seccomp listener and answer it from a daemon thread.
+
+    If the program failed before sending it (a set-up error it reports itself), there
+    is nothing to serve.
+    """
+    import _socket
+    import _thread
+
+    assert isinstance(channel, _socket.socket)
+    listener = None
+    try:
+        _data, ancillary, _flags, _addr = channel.recvmsg(16, _socket.CMSG_SPACE(4))
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                listener = int.from_bytes(payload[:4], "little")
+    except OSError:
+        listener = None
+    finally:
+        channel.close()
+    if listener is None:
+        return
+    _thread.start_new_thread(_serve_broker, (plan, listener, events_fd, proxy_port))
+
+
+def _serve_broker(
+    plan: SandboxPlan, listener: int, events_fd: int | None, proxy_port: int | None
+) -> None:
+    """The broker thread: filesystem writes (and, in fallback mode with an allowlist,
+    ``connect()``) until no process of the sandbox is left."""
+    from safe_pip.launcher.persistence import WriteRules
+    from safe_pip.sandbox.fs_broker import FsBroker
+    from safe_pip.sandbox.notify import Notifications
+
+    assert plan.broker is not None
+    events = EventWriter(events_fd)
+    try:
+        notifications = Notifications(listener)
+        rules = WriteRules(plan.broker.protected, plan.broker.path_dirs, plan.broker.started_ns)
+        broker = FsBroker(notifications, plan.broker.persistent, rules, events.write)
+        handlers = broker.handlers()
+        if proxy_port is not None:
+            from safe_pip.sandbox.connect_guard import ConnectGuard
+            from safe_pip.sandbox.seccomp import syscall_number
+
+            def refused(address: str, port: int) -> None:
+                events.write(f"connect {address} {port}")
+
+            guard = ConnectGuard(listener, ("127.0.0.1", proxy_port), refused, notifications)
+            handlers[syscall_number("connect")] = guard.handle
+        notifications.serve(handlers)
+    finally:
+        os.close(listener)  # any call still waiting fails (ENOSYS): closed, not open
+
+
+class EventWriter:
+    """One line per event to the supervisor; never blocks the broker (a full pipe
+    drops the line and counts it: ``dropped N`` is written once there is room)."""
+
+    __slots__ = ("_dropped", "_fd")
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._dropped = 0
+        if fd is not None:
+            os.set_blocking(fd, False)
+
+    def write(self, line: str) -> None:
+        if self._fd is None:
+            return
+        data = (line.replace("\n", " ") + "\n").encode("utf-8", "surrogateescape")
+        if self._dropped:
+            data = f"dropped {self._dropped}\n".encode() + data
+        try:
+            os.write(self._fd, data)
+            self._dropped = 0
+        except OSError:
+            self._dropped += 1
 
 
 def mount_plan(plan: SandboxPlan) -> MountPlan:
@@ -249,12 +385,27 @@ def grants_for_mode(grants: FsGrants, mode: str) -> FsGrants:
     )
 
 
-def landlock_rules_for(plan: SandboxPlan, mode: str) -> list[Rule]:
-    """Rules for one mode; namespace-mode rules name the same paths as the host's."""
+def landlock_rules_for(plan: SandboxPlan, mode: str, role: str = "target") -> list[Rule]:
+    """Rules for one mode; namespace-mode rules name the same paths as the host's.
+
+    With a broker plan there are two domains (see :func:`parent_of_target`): the
+    ``broker``'s may write every write grant; the ``target``'s, nested inside it, may
+    write only the scratch space and reads the persistent grants.  Neither carves
+    protected paths or seals directories: the broker's rules keep those out of reach
+    by name, and carving would cost the project root its new files in fallback mode.
+    """
     abi = landlock.abi_version()
-    return landlock_rules(
-        grants_for_mode(plan.grants, mode), abi, carve_protected=mode == "fallback"
-    )
+    grants = grants_for_mode(plan.grants, mode)
+    if plan.broker is None:
+        return landlock_rules(grants, abi, carve_protected=mode == "fallback")
+    write = grants.write
+    read = grants.read
+    if role == "target":
+        persistent = set(plan.broker.persistent)
+        write = tuple(path for path in grants.write if path not in persistent)
+        read = (*grants.read, *plan.broker.persistent)
+    split = FsGrants(read=read, write=write, deny=grants.deny, devices_rw=grants.devices_rw)
+    return landlock_rules(split, abi, carve_protected=False)
 
 
 def apply_landlock(
@@ -293,17 +444,21 @@ def seccomp_options(plan: SandboxPlan, mode: str) -> SeccompOptions:
     Fallback with a network allowlist: TCP sockets only (no UDP, raw, packet, netlink,
     vsock, MPTCP), every ``connect()`` decided by the supervisor, and no TCP Fast Open
     (which connects from ``sendto``/``sendmsg``)."""
+    writes = plan.broker is not None
     if mode == "namespace":
         families = frozenset({AF_UNIX, AF_INET, AF_INET6, AF_NETLINK})
-        return SeccompOptions(socket_families=families, inet_stream_only=False)
+        return SeccompOptions(
+            socket_families=families, inet_stream_only=False, notify_writes=writes
+        )
     if plan.network.mode == "allowlist":
         return SeccompOptions(
             socket_families=frozenset({AF_INET, AF_INET6}),
             inet_stream_only=True,
             notify_connect=True,
             deny_fastopen=True,
+            notify_writes=writes,
         )
-    return SeccompOptions(socket_families=frozenset(), inet_stream_only=True)
+    return SeccompOptions(socket_families=frozenset(), inet_stream_only=True, notify_writes=writes)
 
 
 def exec_target(
@@ -312,11 +467,14 @@ def exec_target(
     report_fd: int,
     rules: list[Rule] | None = None,
     net: ChildNetwork | None = None,
+    broker_fd: int | None = None,
 ) -> NoReturn:
     """Last process before the program: lock everything down, then ``execve``.
 
     ``net`` is only ever set in fallback mode: the seccomp notification fd goes to the
-    supervisor over ``net.channel_fd`` (see launcher/network.py).
+    supervisor over ``net.channel_fd`` (see launcher/network.py) -- or, with a broker
+    (``broker_fd``, a socket to the parent), to the broker, which then answers the
+    ``connect()`` notifications too.
     """
     target = plan.target
     assert target is not None, "exec_target needs a resolved target"
@@ -338,7 +496,13 @@ def exec_target(
         # no_new_privs already stops file capabilities from granting any at exec.
         if mode == "namespace" or os.geteuid() == 0:
             namespaces.drop_capabilities()
-        keep = sorted({report_fd, net.channel_fd} if net is not None else {report_fd})
+        keep = sorted(
+            {
+                report_fd,
+                *((net.channel_fd,) if net is not None else ()),
+                *((broker_fd,) if broker_fd is not None else ()),
+            }
+        )
         low = 3
         for fd in keep:
             os.closerange(low, fd)
@@ -355,21 +519,27 @@ def exec_target(
             install_filter(program)
         if options.notify_connect and net is None:  # nobody would answer: connect() hangs
             raise RuntimeError("a network allowlist without its proxy channel")
+        if options.notify_writes and broker_fd is None:
+            raise RuntimeError("a broker plan without its broker")
         try:
-            notify_fd = install_filter(build_filter(options), new_listener=options.notify_connect)
+            notify_fd = install_filter(build_filter(options), new_listener=options.needs_listener)
         except SandboxUnavailable as exc:
-            if not options.notify_connect:
+            if not options.needs_listener:
                 raise
             raise SandboxUnavailable(
-                "without user namespaces a network allowlist needs seccomp user "
-                f"notification (Linux 5.6+), which failed here ({exc.message}); use "
-                'network = "none" or a system with unprivileged user namespaces'
+                "write grants and (without user namespaces) network allowlists need "
+                f"seccomp user notification (Linux 5.9+), which failed here ({exc.message})"
             ) from exc
-        if net is not None and notify_fd is not None:
+        if notify_fd is not None:
             from safe_pip.launcher.network import TAG_NOTIFY, send_fd
 
-            send_fd(net.channel_fd, TAG_NOTIFY, notify_fd)
+            if broker_fd is not None:
+                send_fd(broker_fd, TAG_NOTIFY, notify_fd)
+                os.close(broker_fd)
+            elif net is not None:
+                send_fd(net.channel_fd, TAG_NOTIFY, notify_fd)
             os.close(notify_fd)
+        if net is not None:
             os.close(net.channel_fd)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps SIG_IGN

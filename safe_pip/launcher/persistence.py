@@ -153,3 +153,74 @@ def guarded_paths(
         if absolute and _under(directory, write) and os.path.isdir(directory):
             protected.append(os.path.normpath(directory))
     return protected, sealed
+
+
+# --- what the filesystem broker may write for the program ---------------------------------
+
+_SITE_DIRS = ("site-packages", "dist-packages")
+_VENV_FILES = ("pyvenv.cfg", "pip.conf", "safe-pip.cfg")
+
+
+class WriteRules:
+    """What the broker (:mod:`safe_pip.sandbox.fs_broker`) refuses to write in a
+    persistent grant, by name and place, whatever exists when the run starts:
+
+    * anything in or named ``.git`` -- a repository made during the run too (its
+      config and hooks are obeyed by the user's next ``git`` there);
+    * the protected paths, existing or not (``~/.bash_profile`` must not appear
+      either), and removing or renaming a directory that holds one;
+    * in a venv that existed before the run: a ``.pth``, ``sitecustomize`` or
+      ``usercustomize`` in its site-packages, anything in its ``bin/``, its
+      ``pyvenv.cfg``, ``pip.conf`` and ``safe-pip.cfg``, and the venv itself (no
+      moving it away to plant another at its path).  A venv the run creates is its
+      output, like any file it writes;
+    * a new entry in a directory on the caller's ``PATH`` (or the directory itself).
+
+    ``refuse(op, path)`` returns the reason, or None; ``op`` is ``write``, ``create``,
+    ``remove``, ``rename-from`` or ``rename-to``.  ``started_ns`` tells what existed
+    before the run: a file's ctime cannot be set back from user space.
+    """
+
+    __slots__ = ("_path_dirs", "_protected", "_started")
+
+    def __init__(self, protected: Iterable[str], path_dirs: Iterable[str], started_ns: int) -> None:
+        self._protected = tuple(sorted({os.path.realpath(p) for p in protected}))
+        self._path_dirs = frozenset(os.path.realpath(d) for d in path_dirs if d.startswith("/"))
+        self._started = started_ns
+
+    def refuse(self, op: str, path: str) -> str | None:
+        parts = path.split("/")
+        if ".git" in parts:
+            return "in a git directory: git runs and obeys what is there"
+        for protected in self._protected:
+            if is_within(path, protected):
+                return "a protected path: other programs run or obey it later"
+            if op in ("remove", "rename-from") and is_within(protected, path):
+                return "it holds protected paths"
+        parent, _, name = path.rpartition("/")
+        if parent in self._path_dirs or (op in ("create", "rename-to") and path in self._path_dirs):
+            return "a directory on PATH: a new command there shadows a real one"
+        return self._venv_reason(op, parent, name, path)
+
+    def _venv_reason(self, op: str, parent: str, name: str, path: str) -> str | None:
+        folder = parent.rpartition("/")[2]
+        if folder in _SITE_DIRS and (
+            name.endswith(".pth") or name.startswith(("sitecustomize", "usercustomize"))
+        ):
+            venv = parent.rsplit("/", 3)[0]  # VENV/lib/pythonX.Y/site-packages
+            if self._old_venv(venv):
+                return "runs at every start of a venv's Python"
+        if folder == "bin" and self._old_venv(parent.rpartition("/")[0]):
+            return "a venv's bin/: a script there runs outside any sandbox"
+        if name in _VENV_FILES and self._old_venv(parent):
+            return "configures a venv"
+        if op in ("remove", "rename-from") and self._old_venv(path):
+            return "a venv that existed before the run"
+        return None
+
+    def _old_venv(self, root: str) -> bool:
+        """Whether ``root`` is a venv that existed before the run started."""
+        try:
+            return os.stat(root + "/pyvenv.cfg").st_ctime_ns < self._started
+        except OSError:
+            return False

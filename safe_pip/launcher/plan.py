@@ -39,6 +39,20 @@ PRIVATE_TMPFS: tuple[str, ...] = ("/tmp", "/dev/shm")
 
 
 @record
+class BrokerPlan:
+    """Writes to persistent grants go through the filesystem broker
+    (sandbox/fs_broker.py), decided by launcher/persistence.py's ``WriteRules``."""
+
+    #: the write grants that outlive the run (the private scratch dir is not one)
+    persistent: tuple[str, ...]
+    protected: tuple[str, ...]
+    #: the caller's PATH: no new command may appear in these directories
+    path_dirs: tuple[str, ...]
+    #: when the run started (``time.time_ns``): what is older existed before it
+    started_ns: int
+
+
+@record
 class SandboxPlan:
     """What the child applies.  Paths are absolute strings."""
 
@@ -61,6 +75,9 @@ class SandboxPlan:
     #: ... and for some of them the index of their ``AT_*`` flags (see
     #: ``seccomp.build_trace_filter``): ``(number, index)`` pairs
     trace_fd_only: tuple[tuple[int, int], ...] = ()
+    #: Persistent write grants: the program gets them read-only and the broker (its
+    #: parent) writes for it.  None when the policy grants no such writes.
+    broker: BrokerPlan | None = None
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:
@@ -215,6 +232,17 @@ def build_plan(
         if words
         else None
     )
+    broker = None
+    persistent = [w for w in grants.write if not is_within(w, private_dir)]
+    if guard_persistence and persistent:
+        import time
+
+        broker = BrokerPlan(
+            persistent=tuple(persistent),
+            protected=grants.protected,
+            path_dirs=tuple(d for d in caller_env.get("PATH", "").split(":") if d),
+            started_ns=time.time_ns(),
+        )
     env = build_environment(
         caller_env,
         pass_names=policy.env.pass_names,
@@ -235,6 +263,7 @@ def build_plan(
         gid=os.getgid(),
         try_namespaces=caller_env.get("SAFE_PIP_NO_USERNS", "") not in ("1", "true", "yes"),
         allow_degraded=allow_degraded,
+        broker=broker,
     )
 
 

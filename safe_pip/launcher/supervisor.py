@@ -195,6 +195,23 @@ def run_sandboxed(
     # copy-on-write fault on every page it touches.
     root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
     ns_rules = landlock_rules_for(plan, "namespace") if root is not None else None
+    ns_broker_rules = None
+    events_read = events_write = -1
+    if plan.broker is not None:
+        # Imported here, before the fork: after it, in the private root or under
+        # Landlock, safe-pip's own files may not be readable (an editable install).
+        import safe_pip.launcher.network
+        import safe_pip.launcher.persistence
+        import safe_pip.sandbox.connect_guard
+        import safe_pip.sandbox.fs_broker  # noqa: F401
+
+        if root is not None:
+            ns_broker_rules = landlock_rules_for(plan, "namespace", role="broker")
+        # The broker's refusals; the program never holds this pipe (it is not
+        # close-on-exec only so that it survives into pid 1 through stage 1).
+        events_read, events_write = os.pipe2(os.O_CLOEXEC)
+    events: list[str] = []
+    events_done = None
     scrub_own_environ_block()  # init, inside the sandbox, is a fork of this process
     namespaces.set_child_subreaper()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -221,11 +238,17 @@ def run_sandboxed(
         child = os.fork()
         if child == 0:
             os.close(read_fd)
+            extra = (events_write if events_write >= 0 else None, ns_broker_rules)
+            if events_read >= 0:
+                os.close(events_read)
             if tracer is None:
-                stage1(plan, write_fd, root, ns_rules, child_net)
+                stage1(plan, write_fd, root, ns_rules, child_net, None, *extra)
             os.close(go_write)
-            stage1(plan, write_fd, root, ns_rules, child_net, go_read)
+            stage1(plan, write_fd, root, ns_rules, child_net, go_read, *extra)
         os.close(write_fd)
+        if events_write >= 0:
+            os.close(events_write)
+            events_done = _thread_read_lines(events_read, events)
         forward_to.append(child)
 
         def finish_setup() -> None:
@@ -276,6 +299,9 @@ def run_sandboxed(
         raise SafePipError(report.error[1], report.error[0])
     if report.mode == "unknown":
         raise SafePipError("the sandbox did not start", EXIT_INTERNAL)
+    if events_done is not None:  # every writer is gone (kill_leftovers): it ends soon
+        events_done.acquire(True, 10)  # type: ignore[attr-defined]
+    refused_writes = _broker_report(events, network)
     if network is not None:
         from safe_pip.launcher.network import print_network_report
 
@@ -284,11 +310,70 @@ def run_sandboxed(
             tracer.refused_hosts = network.log.refused_hints()
     if failure_hint and code != 0:
         refused = network.log.refused_count() if network and network.log else 0
-        _print_failure_hint(code, refused, no_network=plan.network.mode == "none")
+        _print_failure_hint(
+            code, refused, no_network=plan.network.mode == "none", refused_writes=refused_writes
+        )
     return code
 
 
-def _print_failure_hint(code: int, refused_connections: int, *, no_network: bool) -> None:
+def _thread_read_lines(fd: int, into: list[str]) -> object:
+    """Read ``fd`` to its end in a daemon thread, one decoded line per entry; returns a
+    lock that is released once everything is read (every writer has exited)."""
+    import _thread
+
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def pump() -> None:
+        buffer = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                into.extend(line.decode("utf-8", "replace") for line in lines)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            done.release()
+
+    _thread.start_new_thread(pump, ())
+    return done
+
+
+_SHOWN_REFUSALS = 10
+
+
+def _broker_report(events: list[str], network: NetworkSetup | None) -> int:
+    """Print what the filesystem broker refused (and hand fallback mode's refused
+    connections to the network report); returns the number of refused writes."""
+    refused = []
+    for line in list(events):
+        word, _, rest = line.partition(" ")
+        if word == "refused":
+            refused.append(rest)
+        elif word == "connect" and network is not None and network.log is not None:
+            address, _, port = rest.rpartition(" ")
+            # No rule hint: no rule opens a direct connection; clients must use the proxy.
+            network.log.record(
+                address, int(port), allowed=False, reason="", hint=None, via="direct"
+            )
+    if not refused:
+        return 0
+    from safe_pip.terminal import printable
+
+    distinct = list(dict.fromkeys(refused))
+    out = ["safe-run: kept out of paths that run or configure things later (see docs/sandbox.md):"]
+    out += [f"  {printable(item)}" for item in distinct[:_SHOWN_REFUSALS]]
+    if len(distinct) > _SHOWN_REFUSALS:
+        out.append(f"  ... and {len(distinct) - _SHOWN_REFUSALS} more")
+    os.write(2, ("\n".join(out) + "\n").encode("utf-8", "replace"))
+    return len(refused)
+
+
+def _print_failure_hint(
+    code: int, refused_connections: int, *, no_network: bool, refused_writes: int = 0
+) -> None:
     """One line after a failed run: what the sandbox refused, and where to look next.
 
     Refused hosts are known exactly (the proxy saw them, and its lines above name the
@@ -297,7 +382,13 @@ def _print_failure_hint(code: int, refused_connections: int, *, no_network: bool
     users, and tracing every run would cost every run.  So the file half of the hint
     is a pointer to ``--learn`` and is shown only to a person at a terminal.
     """
-    if refused_connections:
+    if refused_writes and not refused_connections:
+        os.write(
+            2,
+            f"safe-run: the program exited with status {code} after the sandbox kept it "
+            "out of the paths listed above; no policy opens them\n".encode(),
+        )
+    elif refused_connections:
         what = "connection" if refused_connections == 1 else "connections"
         os.write(
             2,

@@ -19,7 +19,7 @@ and answer ``SECCOMP_USER_NOTIF_FLAG_CONTINUE``: the kernel then reads the addre
 *again*, and a second thread can swap it in between.  We never let the kernel perform
 the sandbox's own ``connect()``.  Instead:
 
-1. read the ``sockaddr`` (``/proc/TID/mem``) only to decide;
+1. read the ``sockaddr`` (``process_vm_readv``) only to decide;
 2. if it is exactly the proxy (``127.0.0.1:PORT``), take a duplicate of the
    sandbox's socket with ``pidfd_getfd`` and call ``connect()`` on it here, to the
    proxy address held in *our* memory; the socket is shared, so the sandbox's fd is
@@ -39,31 +39,12 @@ the parent-death signal kills it anyway).
 from __future__ import annotations
 
 import os
-import struct
+
+from safe_pip.sandbox.notify import Answer, Notification, Notifications
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-# linux/seccomp.h: struct seccomp_notif {u64 id; u32 pid; u32 flags; struct seccomp_data}
-# with seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}; seccomp_notif_resp
-# {u64 id; s64 val; s32 error; u32 flags}.  The ioctl numbers are _IOWR('!', n, size).
-_NOTIF = struct.Struct("=QIIiIQ6Q")
-_RESP = struct.Struct("=QqiI")
-_ID = struct.Struct("=Q")
-
-
-def _iowr(nr: int, size: int) -> int:
-    return (3 << 30) | (size << 16) | (ord("!") << 8) | nr
-
-
-def _iow(nr: int, size: int) -> int:
-    return (1 << 30) | (size << 16) | (ord("!") << 8) | nr
-
-
-NOTIF_RECV = _iowr(0, _NOTIF.size)
-NOTIF_SEND = _iowr(1, _RESP.size)
-NOTIF_ID_VALID = _iow(2, _ID.size)
 
 _PIDFD_GETFD = 438  # the unified syscall table: x86_64 and aarch64 alike
 _PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag for a non-leader thread (6.9+)
@@ -76,7 +57,9 @@ class ConnectGuard:
     """Answers the sandbox's ``connect()`` notifications: only the proxy is reachable.
 
     ``on_refused(address, port)`` is called for each refused destination (the
-    supervisor's report at exit lists them); it must not raise.
+    supervisor's report at exit lists them); it must not raise.  :meth:`handle` is a
+    handler for :class:`~safe_pip.sandbox.notify.Notifications` (the filesystem broker
+    serves it on its own listener); :meth:`serve_forever` serves a listener alone.
     """
 
     def __init__(
@@ -84,10 +67,11 @@ class ConnectGuard:
         listener_fd: int,
         proxy: tuple[str, int],
         on_refused: Callable[[str, int], None],
+        notifications: Notifications | None = None,
     ) -> None:
         import ctypes
 
-        self._fd = listener_fd
+        self._notifications = notifications or Notifications(listener_fd)
         self._proxy = proxy
         self._proxy_raw = bytes(int(part) for part in proxy[0].split(".")), proxy[1]
         self._on_refused = on_refused
@@ -96,54 +80,24 @@ class ConnectGuard:
         self._ctypes = ctypes
 
     def serve_forever(self) -> None:
-        """Answer notifications until the listener is closed or has no sandbox left.
+        """Answer ``connect()`` notifications until the sandbox is gone (a daemon
+        thread; ctypes releases the GIL during the blocking calls)."""
+        from safe_pip.sandbox.seccomp import syscall_number
 
-        Runs in a daemon thread; ctypes releases the GIL during the blocking ioctl.
-        """
-        ctypes = self._ctypes
-        buffer = ctypes.create_string_buffer(_NOTIF.size)
-        while True:
-            ctypes.memset(buffer, 0, _NOTIF.size)  # RECV insists on a zeroed struct
-            if self._libc.ioctl(self._fd, ctypes.c_ulong(NOTIF_RECV), buffer) < 0:
-                err = ctypes.get_errno()
-                if err in (4, 2):  # EINTR; ENOENT: the target died mid-notification
-                    continue
-                return  # EBADF/ENOTTY...: the listener is gone
-            notif_id, pid, _flags, _nr, _arch, _ip, *args = _NOTIF.unpack(buffer.raw)
-            try:
-                val, error = self._decide(notif_id, pid, args[0], args[1], args[2])
-            except Exception:  # a process that vanished, an unreadable address ...
-                val, error = -1, -_EACCES
-            self._respond(notif_id, val, error)
+        self._notifications.serve({syscall_number("connect"): self.handle})
 
-    def _respond(self, notif_id: int, val: int, error: int) -> None:
-        ctypes = self._ctypes
-        response = ctypes.create_string_buffer(_RESP.pack(notif_id, val, error, 0), _RESP.size)
-        self._libc.ioctl(self._fd, ctypes.c_ulong(NOTIF_SEND), response)  # ENOENT: it died
-
-    def _still_valid(self, notif_id: int) -> bool:
-        ctypes = self._ctypes
-        value = ctypes.c_uint64(notif_id)
-        request = ctypes.c_ulong(NOTIF_ID_VALID)
-        return bool(self._libc.ioctl(self._fd, request, ctypes.byref(value)) == 0)
-
-    def _decide(
-        self, notif_id: int, tid: int, sockfd: int, address_ptr: int, length: int
-    ) -> tuple[int, int]:
-        """(return value, -errno) for one ``connect(sockfd, address_ptr, length)``."""
-        mem = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if not self._still_valid(notif_id):
-                return -1, -_EACCES
-            raw = os.pread(mem, min(max(length, 0), _MAX_SOCKADDR), address_ptr)
-        finally:
-            os.close(mem)
+    def handle(self, notification: Notification) -> Answer:
+        """(return value, -errno) for one ``connect(sockfd, address, length)``."""
+        sockfd, address_ptr, length = notification.args[:3]
+        raw = self._notifications.read(
+            notification, address_ptr, min(max(length, 0), _MAX_SOCKADDR)
+        )
         family = int.from_bytes(raw[:2], "little") if len(raw) >= 2 else -1
         if family == _AF_INET and len(raw) >= 8:
             port = int.from_bytes(raw[2:4], "big")
             address = raw[4:8]
             if (address, port) == self._proxy_raw:
-                return self._connect_for(notif_id, tid, sockfd)
+                return self._connect_for(notification, sockfd)
             self._on_refused(".".join(str(b) for b in address), port)
         elif family == 10 and len(raw) >= 24:  # AF_INET6: sin6_port, then the address
             import ipaddress
@@ -152,9 +106,9 @@ class ConnectGuard:
             self._on_refused(str(ipaddress.IPv6Address(raw[8:24])), port)
         return -1, -_EACCES
 
-    def _connect_for(self, notif_id: int, tid: int, sockfd: int) -> tuple[int, int]:
+    def _connect_for(self, notification: Notification, sockfd: int) -> Answer:
         """Connect the sandbox's own socket to the proxy, from here."""
-        pidfd = _pidfd_open(tid)
+        pidfd = pidfd_open(notification.tid)
         try:
             dup = int(self._libc.syscall(_PIDFD_GETFD, pidfd, sockfd, 0))
             if dup < 0:
@@ -162,7 +116,7 @@ class ConnectGuard:
         finally:
             os.close(pidfd)
         try:
-            if not self._still_valid(notif_id):
+            if not self._notifications.still_valid(notification):
                 return -1, -_EACCES
             import _socket
 
@@ -178,7 +132,7 @@ class ConnectGuard:
         return (0, 0) if err == 0 else (-1, -err)
 
 
-def _pidfd_open(tid: int) -> int:
+def pidfd_open(tid: int) -> int:
     """A pidfd for the notifying thread (its thread-group leader on kernels < 6.9)."""
     try:
         return os.pidfd_open(tid)

@@ -52,6 +52,7 @@ NO_USERNS_ENV = "SAFE_PIP_NO_USERNS"
 
 # <linux/prctl.h>
 _PR_SET_PDEATHSIG = 1
+_PR_CAPBSET_READ = 23
 _PR_CAPBSET_DROP = 24
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_CAP_AMBIENT = 47
@@ -244,9 +245,12 @@ def drop_capabilities() -> None:
     that survive exec for non-root), then permitted/effective/inheritable via capset.
     File capabilities on host binaries cannot bring anything back either, as they are
     masked by the bounding set.  Call this in the last process before exec; mounts,
-    id maps and ``lo`` must be set up before.
+    id maps and ``lo`` must be set up before.  Calling it again is harmless (the
+    broker drops its capabilities before forking the program, which drops them again).
     """
     for cap in range(_cap_last_cap() + 1):
+        if _libc().prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) == 0:
+            continue  # not in the bounding set (any more): nothing to drop
         try:
             _prctl(_PR_CAPBSET_DROP, cap, what=f"prctl(PR_CAPBSET_DROP, {cap})")
         except NamespaceError as exc:

@@ -132,6 +132,10 @@ class SeccompOptions:
     network allowlist: Landlock filters only the port, see launcher/connect_guard.py).
     ``deny_fastopen``: refuse ``sendto``/``sendmsg``/``sendmmsg`` with MSG_FASTOPEN,
     a way to open a TCP connection without calling ``connect()``.
+    ``notify_writes``: every call that can write through a path -- an ``open`` that
+    can write or create, ``creat``, ``truncate``, and every call that creates,
+    removes or renames an entry -- becomes a user notification for the filesystem
+    broker (:mod:`safe_pip.sandbox.fs_broker`); reads stay on the fast path.
     """
 
     socket_families: frozenset[int] | None = None
@@ -139,6 +143,12 @@ class SeccompOptions:
     deny_namespaces: bool = True
     notify_connect: bool = False
     deny_fastopen: bool = False
+    notify_writes: bool = False
+
+    @property
+    def needs_listener(self) -> bool:
+        """Whether the filter notifies anyone (and so needs a listener fd)."""
+        return self.notify_connect or self.notify_writes
 
 
 # --- kernel ABI constants (linux/seccomp.h, linux/bpf_common.h, linux/audit.h) ---
@@ -180,7 +190,11 @@ _IPPROTO_TCP = 6
 _MSG_FASTOPEN = 0x20000000
 # <fcntl.h>/<sys/stat.h> (the same values on x86_64 and aarch64)
 _O_CREAT = 0o100
+_O_TRUNC = 0o1000
+_O_ACCMODE = 0o3
 _O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE: O_TMPFILE is this | O_DIRECTORY
+#: Flags with which an open can change the file system: write access, create, truncate.
+_O_WRITES = _O_ACCMODE | _O_CREAT | _O_TRUNC | _O_TMPFILE_BIT
 _S_ISUID_ISGID = 0o6000
 _FAMILY_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
 
@@ -235,7 +249,14 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "sendmsg": 46,
     "socketpair": 53,
     "clone": 56,
+    "truncate": 76,
+    "rename": 82,
+    "mkdir": 83,
+    "rmdir": 84,
     "creat": 85,
+    "link": 86,
+    "unlink": 87,
+    "symlink": 88,
     "chmod": 90,
     "fchmod": 91,
     "ptrace": 101,
@@ -263,7 +284,12 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "request_key": 249,
     "keyctl": 250,
     "openat": 257,
+    "mkdirat": 258,
     "mknodat": 259,
+    "unlinkat": 263,
+    "renameat": 264,
+    "linkat": 265,
+    "symlinkat": 266,
     "fchmodat": 268,
     "unshare": 272,
     "perf_event_open": 298,
@@ -274,6 +300,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "process_vm_readv": 310,
     "process_vm_writev": 311,
     "finit_module": 313,
+    "renameat2": 316,
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
@@ -284,9 +311,15 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "lookup_dcookie": 18,
     "ioctl": 29,
     "mknodat": 33,
+    "mkdirat": 34,
+    "unlinkat": 35,
+    "symlinkat": 36,
+    "linkat": 37,
+    "renameat": 38,
     "umount2": 39,
     "mount": 40,
     "pivot_root": 41,
+    "truncate": 45,
     "chroot": 51,
     "fchmod": 52,
     "fchmodat": 53,
@@ -321,6 +354,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "process_vm_readv": 270,
     "process_vm_writev": 271,
     "finit_module": 273,
+    "renameat2": 276,
     "bpf": 280,
     "userfaultfd": 282,
     "kexec_file_load": 294,
@@ -579,17 +613,40 @@ def _setid_mode_body(mode_index: int) -> Callable[[_Assembler], None]:
     return body
 
 
-def _setid_create_body(flags_index: int, mode_index: int) -> Callable[[_Assembler], None]:
-    """open/openat: the mode only counts when the call creates (O_CREAT, O_TMPFILE);
-    otherwise it is whatever was left in the register and must not be read."""
+def _setid_mode_then_notify_body(mode_index: int) -> Callable[[_Assembler], None]:
+    """creat/mknod with the broker: setid modes refused here, the rest notified."""
 
     def body(asm: _Assembler) -> None:
-        allow = asm.new_label()
-        asm.load_arg_low(flags_index)
-        asm.jump(_JSET, _O_CREAT | _O_TMPFILE_BIT, 0, allow)
         asm.load_arg_low(mode_index)
-        asm.jump(_JSET, _S_ISUID_ISGID, 0, allow)
+        asm.jump(_JSET, _S_ISUID_ISGID, 0, 1)
         asm.ret(_errno(_EPERM))
+        asm.ret(_RET_USER_NOTIF)
+
+    return body
+
+
+def _open_body(
+    flags_index: int, mode_index: int, *, notify_writes: bool
+) -> Callable[[_Assembler], None]:
+    """open/openat: a setid mode on a file it creates is refused; with
+    ``notify_writes`` an open that can write goes to the broker; the rest pass.
+
+    The mode only counts when the call creates (O_CREAT, O_TMPFILE); otherwise it is
+    whatever was left in the register and must not be read.
+    """
+
+    def body(asm: _Assembler) -> None:
+        allow, writes = asm.new_label(), asm.new_label()
+        asm.load_arg_low(flags_index)
+        asm.jump(_JSET, _O_CREAT | _O_TMPFILE_BIT, 0, writes)
+        asm.load_arg_low(mode_index)
+        asm.jump(_JSET, _S_ISUID_ISGID, 0, 1)
+        asm.ret(_errno(_EPERM))
+        asm.load_arg_low(flags_index)  # A was the mode: the flags again
+        asm.place(writes)
+        if notify_writes:
+            asm.jump(_JSET, _O_WRITES, 0, allow)
+            asm.ret(_RET_USER_NOTIF)
         asm.place(allow)
         asm.ret(_RET_ALLOW)
 
@@ -667,21 +724,37 @@ _SETID_CALLS: tuple[tuple[str, int | None, int], ...] = (
 )
 
 
-def _setid_rules() -> list[_Rule]:
+_BROKER_SUMMARY = "; otherwise decided by the filesystem broker (user notification)"
+#: Calls that create, remove or rename an entry, or write through a path: with
+#: ``notify_writes`` each goes to the broker (the setid check stays on those above).
+_WRITE_CALLS: tuple[str, ...] = (
+    "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "link", "linkat",
+    "symlink", "symlinkat", "rename", "renameat", "renameat2", "truncate",
+)  # fmt: skip
+
+
+def _setid_rules(notify_writes: bool) -> list[_Rule]:
     rules = []
     for name, flags_index, mode_index in _SETID_CALLS:
-        if flags_index is None:
-            rules.append(_guarded_rule(name, _SETID_SUMMARY, _setid_mode_body(mode_index)))
-        else:
+        creates = name in ("creat", "mknod", "mknodat")
+        if flags_index is not None:
             summary = _SETID_SUMMARY + " on a file it creates (O_CREAT, O_TMPFILE)"
-            body = _setid_create_body(flags_index, mode_index)
+            if notify_writes:
+                summary += "; an open that can write is decided by the filesystem broker"
+            body = _open_body(flags_index, mode_index, notify_writes=notify_writes)
             rules.append(_guarded_rule(name, summary, body))
+        elif notify_writes and creates:
+            body = _setid_mode_then_notify_body(mode_index)
+            rules.append(_guarded_rule(name, _SETID_SUMMARY + _BROKER_SUMMARY, body))
+        else:
+            rules.append(_guarded_rule(name, _SETID_SUMMARY, _setid_mode_body(mode_index)))
     return rules
 
 
 def _argument_rules(options: SeccompOptions) -> list[_Rule]:
     """Rules that inspect arguments, most frequently called syscall first."""
-    rules = _setid_rules()[:2]  # openat and open: the busiest calls of all
+    setid = _setid_rules(options.notify_writes)
+    rules = setid[:2]  # openat and open: the busiest calls of all
     rules.append(
         _guarded_rule("ioctl", "EPERM for TIOCSTI and TIOCLINUX (low 32 bits of cmd)", _ioctl_body)
     )
@@ -712,7 +785,7 @@ def _argument_rules(options: SeccompOptions) -> list[_Rule]:
     rules.append(
         _guarded_rule("personality", "EPERM except PER_LINUX and the query", _personality_body)
     )
-    return rules + _setid_rules()[2:]
+    return rules + setid[2:]
 
 
 def _rules(options: SeccompOptions) -> list[_Rule]:
@@ -722,6 +795,9 @@ def _rules(options: SeccompOptions) -> list[_Rule]:
         rules.append(
             _plain_rule("connect", _RET_USER_NOTIF, "decided by the supervisor (user notification)")
         )
+    if options.notify_writes:
+        summary = "decided by the filesystem broker (user notification)"
+        rules += [_plain_rule(name, _RET_USER_NOTIF, summary) for name in _WRITE_CALLS]
     rules.append(_OPENAT2_RULE)
     if options.deny_namespaces:
         rules.append(_CLONE3_RULE)
@@ -819,6 +895,11 @@ def build_trace_filter(
     asm.place(trace)
     asm.ret(_RET_TRACE)
     return asm.assemble()
+
+
+def syscall_number(name: str, arch: str | None = None) -> int:
+    """The number of syscall ``name`` on ``arch`` (this host by default)."""
+    return _resolve_arch(arch)[1].syscalls[name]
 
 
 def denied_syscall_names(options: SeccompOptions, arch: str | None = None) -> list[str]:
