@@ -315,3 +315,24 @@ def test_files_the_sandbox_writes_in_the_project_root_in_both_modes(
     assert (world.project / "output.txt").read_text() == "result"
     assert "BLOCKED" in out.stdout
     assert os.stat(world.project / "pyproject.toml").st_size > 0
+
+
+def test_learn_sees_the_writes_the_broker_decides(world: World, mode: str) -> None:
+    """Calls that stop for the broker never reach learn mode's tracer; the broker's
+    report stands in: a write outside every grant is proposed, a kept one is not."""
+    results = world.root / "results"
+    results.mkdir()
+    results.chmod(0o777)
+    script = world.write_script(
+        "import sys\n"
+        "for path in (sys.argv[1] + '/out.txt', '.git/config'):\n"
+        "    try:\n        open(path, 'a').write('x')\n"
+        "    except OSError as exc:\n        print('refused', path, exc.errno)\n",
+        "writer.py",
+    )
+    out = world.run_safe(mode, str(script), str(results), flags=("--learn",))
+    assert out.stdout.count("refused") == 2, out.stdout + out.stderr
+    assert f"needs write access to {results}" in out.stderr, out.stderr
+    assert "kept denied: .git/config" in out.stderr, out.stderr
+    proposed = out.stderr.split("suggested policy")[-1].split("\n", 1)[-1]
+    assert ".git" not in proposed, proposed

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -387,3 +388,55 @@ def test_files_that_run_at_login_stay_read_only_under_a_writable_home(
     script = world.write_script(f"open({str(notes)!r}, 'w').write('ok')\n", "notes.py")
     assert world.run_safe(mode, str(script)).returncode == 0
     assert notes.read_text() == "ok"
+
+
+# --- the broker's rules, by themselves ------------------------------------------------------
+
+
+def test_write_rules(tmp_path: Path) -> None:
+    from safe_pip.launcher.persistence import WriteRules
+
+    old = make_venv(tmp_path / "old")
+    site = str(next(old.glob("lib/python3*/site-packages")))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    rules = WriteRules(
+        protected=[str(tmp_path / "pyproject.toml"), str(tmp_path / "home" / ".bashrc")],
+        path_dirs=[str(tools), "relative/ignored"],
+        started_ns=time.time_ns(),
+    )
+    new = make_venv(tmp_path / "new")  # made "during the run": its own output
+    new_site = str(next(new.glob("lib/python3*/site-packages")))
+    refused = {
+        ("create", f"{tmp_path}/src/.git"),
+        ("write", f"{tmp_path}/.git/config"),
+        ("rename-to", f"{tmp_path}/x/.git"),
+        ("create", f"{tmp_path}/pyproject.toml"),
+        ("create", f"{tmp_path}/home/.bashrc"),
+        ("remove", f"{tmp_path}/home"),  # holds a protected path
+        ("create", f"{tools}/ls"),
+        ("create", f"{site}/zz.pth"),
+        ("write", f"{site}/_virtualenv.pth"),
+        ("create", f"{site}/sitecustomize.py"),
+        ("create", f"{site}/usercustomize"),
+        ("create", f"{old}/bin/git"),
+        ("write", f"{old}/pyvenv.cfg"),
+        ("create", f"{old}/pip.conf"),
+        ("rename-from", str(old)),
+        ("remove", str(old)),
+    }
+    allowed = {
+        ("create", f"{tmp_path}/src/app.py"),
+        ("create", f"{tmp_path}/x.git"),
+        ("create", f"{tmp_path}/home/.bashrc-notes"),
+        ("write", f"{site}/requests/__init__.py"),
+        ("create", f"{site}/newpkg"),
+        ("create", f"{new_site}/editable.pth"),
+        ("create", f"{new}/bin/tool"),
+        ("create", f"{tools}-not-on-path/ls"),
+        ("remove", f"{tmp_path}/src"),
+    }
+    for op, path in refused:
+        assert rules.refuse(op, path) is not None, (op, path)
+    for op, path in allowed:
+        assert rules.refuse(op, path) is None, (op, path)

@@ -1304,3 +1304,43 @@ def _no_filter_leaks_into_pytest() -> Iterator[None]:
     before = _seccomp_status()
     yield
     assert _seccomp_status() == before
+
+
+@pytest.mark.parametrize(
+    ("arch", "audit", "nr"),
+    [
+        ("x86_64", AUDIT_ARCH_X86_64, {"openat": 257, "read": 0, "mkdirat": 258, "creat": 85,
+                                        "renameat2": 316, "unlinkat": 263, "mknodat": 259}),
+        ("aarch64", AUDIT_ARCH_AARCH64, {"openat": 56, "read": 63, "mkdirat": 34,
+                                         "renameat2": 276, "unlinkat": 35, "mknodat": 33}),
+    ],
+    ids=["x86_64", "aarch64"],
+)  # fmt: skip
+def test_write_notifications_leave_reads_on_the_fast_path(
+    arch: str, audit: int, nr: dict[str, int]
+) -> None:
+    """With ``notify_writes`` (the filesystem broker) every call that can write through
+    a path stops for the broker; an open that only reads never does."""
+    prog = build_filter(SeccompOptions(notify_writes=True), arch)
+    notif, eperm, allow = 0x7FC00000, RET_ERRNO | errno.EPERM, RET_ALLOW
+    openat = nr["openat"]
+    o_tmpfile = 0o20200000
+    for flags in (os.O_RDONLY, os.O_RDONLY | os.O_APPEND, os.O_RDONLY | os.O_DIRECTORY):
+        assert evaluate(prog, openat, audit, (0, 0, flags, 0o777)) == allow, oct(flags)
+    assert evaluate(prog, openat, audit, (0, 0, 1 << 32 | os.O_RDONLY, 0)) == allow
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_CREAT, os.O_RDONLY | os.O_TRUNC,
+                  o_tmpfile | os.O_WRONLY, os.O_WRONLY | os.O_CREAT | os.O_EXCL):  # fmt: skip
+        assert evaluate(prog, openat, audit, (0, 0, flags, 0o644)) == notif, oct(flags)
+    assert evaluate(prog, openat, audit, (0, 0, os.O_WRONLY | os.O_CREAT, 0o4755)) == eperm
+    for name in ("mkdirat", "renameat2", "unlinkat"):
+        assert evaluate(prog, nr[name], audit, (0, 0, 0o755)) == notif, name
+    assert evaluate(prog, nr["mknodat"], audit, (0, 0, 0o100644, 0)) == notif
+    assert evaluate(prog, nr["mknodat"], audit, (0, 0, 0o104755, 0)) == eperm
+    assert evaluate(prog, nr["read"], audit) == allow
+    if arch == "x86_64":
+        assert evaluate(prog, nr["creat"], audit, (0, 0o644)) == notif
+        assert evaluate(prog, nr["creat"], audit, (0, 0o4755)) == eperm
+    # Without the option nothing stops: the broker is off.
+    plain = build_filter(SeccompOptions(), arch)
+    assert evaluate(plain, openat, audit, (0, 0, os.O_WRONLY, 0)) == allow
+    assert evaluate(plain, nr["mkdirat"], audit, (0, 0, 0o755)) == allow

@@ -251,7 +251,8 @@ def parent_of_target(
             signal.signal(sig, forward)
         if channel is not None and broker_end is not None:
             broker_end.close()
-            _start_broker(plan, channel, events_fd, proxy_port if mode == "fallback" else None)
+            guard_port = proxy_port if mode == "fallback" else None
+            _start_broker(plan, mode, channel, events_fd, guard_port)
         while True:
             pid, status = os.wait()
             if pid == target_pid:
@@ -261,7 +262,7 @@ def parent_of_target(
 
 
 def _start_broker(
-    plan: SandboxPlan, channel: object, events_fd: int | None, proxy_port: int | None
+    plan: SandboxPlan, mode: str, channel: object, events_fd: int | None, proxy_port: int | None
 ) -> None:
     """Receive the program's seccomp listener and answer it from a daemon thread.
 
@@ -284,11 +285,11 @@ def _start_broker(
         channel.close()
     if listener is None:
         return
-    _thread.start_new_thread(_serve_broker, (plan, listener, events_fd, proxy_port))
+    _thread.start_new_thread(_serve_broker, (plan, mode, listener, events_fd, proxy_port))
 
 
 def _serve_broker(
-    plan: SandboxPlan, listener: int, events_fd: int | None, proxy_port: int | None
+    plan: SandboxPlan, mode: str, listener: int, events_fd: int | None, proxy_port: int | None
 ) -> None:
     """The broker thread: filesystem writes (and, in fallback mode with an allowlist,
     ``connect()``) until no process of the sandbox is left."""
@@ -301,7 +302,12 @@ def _serve_broker(
     try:
         notifications = Notifications(listener)
         rules = WriteRules(plan.broker.protected, plan.broker.path_dirs, plan.broker.started_ns)
-        broker = FsBroker(notifications, plan.broker.persistent, rules, events.write)
+        scratch = None
+        if plan.trace_syscalls:  # learn mode: report the writes the kernel will refuse
+            persistent = set(plan.broker.persistent)
+            scratch = [w for w in plan.grants.write if w not in persistent]
+            scratch += PRIVATE_TMPFS if mode == "namespace" else ("/dev/shm",)
+        broker = FsBroker(notifications, plan.broker.persistent, rules, events.write, scratch)
         handlers = broker.handlers()
         if proxy_port is not None:
             from safe_pip.sandbox.connect_guard import ConnectGuard

@@ -301,6 +301,8 @@ def run_sandboxed(
         raise SafePipError("the sandbox did not start", EXIT_INTERNAL)
     if events_done is not None:  # every writer is gone (kill_leftovers): it ends soon
         events_done.acquire(True, 10)  # type: ignore[attr-defined]
+    if tracer is not None:
+        tracer.broker_lines = list(events)
     refused_writes = _broker_report(events, network)
     if network is not None:
         from safe_pip.launcher.network import print_network_report

@@ -19,7 +19,9 @@ from safe_pip.terminal import printable
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from safe_pip.launcher.plan import SandboxPlan
+    from safe_pip.learn.findings import Denial
     from safe_pip.learn.pyproject_edit import PolicyAdditions
+    from safe_pip.learn.tracer import Attempt
     from safe_pip.policy.model import Policy
 
 _PREFIX = "safe-run: learn: "
@@ -63,13 +65,36 @@ def learned_run(
         hook_dir, record = env_lookups.install_hook(os.path.join(plan.private_dir, "tmp"))
         plan = replace(plan, env=env_lookups.with_hook(plan.env, hook_dir))
     code = run_sandboxed(plan, verbose=verbose, tracer=tracer)
-    denials = judge(tracer.attempts.values(), plan.grants, private_dir=plan.private_dir)
+    attempts, kept = broker_findings(tracer.broker_lines)
+    attempts += list(tracer.attempts.values())
+    denials = judge(attempts, plan.grants, private_dir=plan.private_dir) + kept
     proposal = propose(denials, tracer.refused_hosts, home=home, project_dir=project_dir)
     if record is not None:
         looked_for = env_lookups.read_lookups(record)
         to_pass, secret = env_lookups.wanted_variables(looked_for, os.environ, sandbox_env)
         proposal = replace(proposal, env_pass=tuple(to_pass), env_kept=tuple(secret))
     return code, proposal
+
+
+def broker_findings(lines: list[str]) -> tuple[list[Attempt], list[Denial]]:
+    """The filesystem broker's report as the tracer's attempts (writes it left to the
+    kernel outside every write grant) and kept denials (what its rules refused)."""
+    from safe_pip.learn.findings import Denial
+    from safe_pip.learn.tracer import Attempt
+
+    attempts, kept = [], []
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        if word == "outside":
+            access, call, path = [*rest.split(" ", 2), "", ""][:3]
+            if path.startswith("/"):
+                attempts.append(Attempt(path, access, 13, call))
+        elif word == "refused":
+            op_path, _, reason = rest.partition(": ")
+            _op, _, path = op_path.partition(" ")
+            if path.startswith("/"):
+                kept.append(Denial(path, "write", path, "write", reason, "files that run later"))
+    return attempts, kept
 
 
 def additions_for(proposal: Proposal, *, home: str, project_dir: str) -> PolicyAdditions:

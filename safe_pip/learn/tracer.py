@@ -86,6 +86,9 @@ class Tracer:
         self.stops = 0
         #: Filled in by the supervisor from the proxy's log: allow patterns it refused.
         self.refused_hosts: list[str] = []
+        #: ... and from the filesystem broker's report: the writes it decided (calls
+        #: that stop for the broker never reach this tracer).
+        self.broker_lines: list[str] = []
 
     def attach(self, pid: int) -> None:
         """Seize the sandbox's first child before it does anything (it waits for us)."""

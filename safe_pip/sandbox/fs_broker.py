@@ -112,11 +112,15 @@ class FsBroker:
         persistent: Iterable[str],
         rules: WriteRules,
         report: Callable[[str], None],
+        scratch: Iterable[str] | None = None,
     ) -> None:
         self._n = notifications
         self._persistent = tuple(sorted({os.path.realpath(p) for p in persistent}))
         self._rules = rules
         self._report = report
+        #: Learn mode: the program's own writable places.  A write the broker leaves to
+        #: the kernel anywhere else is refused there, and reported as ``outside``.
+        self._scratch = None if scratch is None else tuple(os.path.realpath(p) for p in scratch)
         import ctypes
 
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -187,6 +191,34 @@ class FsBroker:
     def locate(self, n: Notification, dirfd: int, raw: bytes, *, follow: bool) -> Located | None:
         """Where ``raw`` (relative to ``dirfd``) leads for the program; None when the
         broker cannot tell (a missing parent, an odd name): the kernel then decides."""
+        located = self._locate(n, dirfd, raw, follow=follow)
+        if located is None and self._scratch is not None:
+            self._note_unresolved(n, dirfd, os.fsdecode(raw))
+        return located
+
+    def _note_unresolved(self, n: Notification, dirfd: int, path: str) -> None:
+        """Learn mode: a path whose parent the program cannot see (namespace mode's
+        private root lacks it) is still worth reporting, spelled from its cwd."""
+        try:
+            if not path.startswith("/"):
+                dirfd = _fd_arg(dirfd)
+                base = f"/proc/{n.tid}/cwd" if dirfd == _AT_FDCWD else f"/proc/{n.tid}/fd/{dirfd}"
+                path = os.readlink(base).rstrip("/") + "/" + path
+            path = os.path.normpath(self._proc_self(n, path))
+        except OSError:
+            return
+        if path.startswith("/proc/"):
+            return
+        # Not compared with the scratch places: in namespace mode /tmp is a private
+        # tmpfs, and a host path under it that the program cannot see (its parent is
+        # missing there) is exactly what a grant would bind in.
+        self._report(f"outside entry open {path}")
+
+    @staticmethod
+    def _in(path: str, roots: Iterable[str]) -> bool:
+        return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+    def _locate(self, n: Notification, dirfd: int, raw: bytes, *, follow: bool) -> Located | None:
         path = os.fsdecode(raw)
         if not path:
             return None
@@ -337,10 +369,16 @@ class FsBroker:
 
     def persistent(self, path: str) -> bool:
         """Whether ``path`` lies in a grant the broker writes for the program."""
-        for root in self._persistent:
-            if path == root or path.startswith(root.rstrip("/") + "/"):
-                return True
-        return False
+        return self._in(path, self._persistent)
+
+    def _leave(self, located: Located, access: str, call: str) -> Answer:
+        """Let the kernel decide with the program's rights (see the module doc); in
+        learn mode, note a write it will refuse."""
+        if self._scratch is not None and not self._in(located.path, self._scratch):
+            if access == "write" and not _exists(located):
+                access = "entry"
+            self._report(f"outside {access} {call} {located.path}")
+        return CONTINUE
 
     def _refused(self, op: str, path: str, reason: str) -> Answer:
         self._report(f"refused {op} {path}: {reason}")
@@ -367,7 +405,7 @@ class FsBroker:
             return CONTINUE
         try:
             if not self.persistent(located.path):
-                return CONTINUE
+                return self._leave(located, "write", "open")
             exists = _exists(located)
             if exists and flags & _O_CREAT and flags & _O_EXCL:
                 return (-1, -errno.EEXIST)
@@ -405,7 +443,7 @@ class FsBroker:
             return CONTINUE
         try:
             if not self.persistent(located.path):
-                return CONTINUE
+                return self._leave(located, "entry", "open")
             old = os.umask(self._umask(n))
             try:
                 opened = (flags & ~_O_CLOEXEC) | _O_CLOEXEC
@@ -427,7 +465,7 @@ class FsBroker:
             return CONTINUE
         try:
             if not self.persistent(located.path):
-                return CONTINUE
+                return self._leave(located, "write", "truncate")
             reason = self._rules.refuse("write", located.path)
             if reason is not None:
                 return self._refused("write", located.path, reason)
@@ -453,7 +491,7 @@ class FsBroker:
             return CONTINUE
         try:
             if not self.persistent(located.path):
-                return CONTINUE
+                return self._leave(located, "entry", "mkdir")
             if _exists(located):
                 return (-1, -errno.EEXIST)  # what the kernel says first, protected or not
             reason = self._rules.refuse("create", located.path)
@@ -500,7 +538,7 @@ class FsBroker:
             return CONTINUE
         try:
             if not self.persistent(located.path):
-                return CONTINUE
+                return self._leave(located, "entry", "rmdir" if directory else "unlink")
             reason = self._rules.refuse("remove", located.path)
             if reason is not None:
                 return self._refused("remove", located.path, reason)
@@ -540,7 +578,7 @@ class FsBroker:
                 return CONTINUE
             try:
                 if not self.persistent(new.path):
-                    return CONTINUE
+                    return self._leave(new, "entry", "link")
                 if _exists(new):
                     return (-1, -errno.EEXIST)
                 reason = self._rules.refuse("create", new.path)
@@ -561,7 +599,7 @@ class FsBroker:
         old, new = pair
         try:
             if not self.persistent(new.path):
-                return CONTINUE
+                return self._leave(new, "entry", "link")
             if _exists(new):
                 return (-1, -errno.EEXIST)
             reason = self._rules.refuse("create", new.path)
@@ -606,7 +644,8 @@ class FsBroker:
         try:
             old_in, new_in = self.persistent(old.path), self.persistent(new.path)
             if not old_in and not new_in:
-                return CONTINUE
+                self._leave(old, "entry", "rename")
+                return self._leave(new, "entry", "rename")
             if new_in and not old_in and _is_dir(old):
                 # A directory made in scratch space could hold anything (a .git); moved
                 # in whole it would skip every check.  EXDEV: callers copy instead,
