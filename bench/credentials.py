@@ -56,7 +56,14 @@ from typing import Any
 # HTTPS fake API and its CA are the credential tests' own (tests/tls_servers.py), so
 # the benchmark and the tests exercise the same server.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from startup import MODE_ENV, NO_USERNS_VAR, add_target_arguments, comma_list, percentile
+from startup import (
+    MODE_ENV,
+    NO_USERNS_VAR,
+    add_target_arguments,
+    comma_list,
+    percentile,
+    write_project,
+)
 from tls_servers import FakeApi, TestCA
 
 #: Variables that would send the *direct* client through some proxy of the caller's.
@@ -214,7 +221,7 @@ class Series:
     error: str | None = None
 
 
-def write_projects(root: Path, api: FakeApi) -> dict[str, Path]:
+def write_projects(root: Path, api: FakeApi, safe_run: Path) -> dict[str, Path]:
     """A project directory per via kind: ``direct`` (no credential), ``base-url``
     and ``tls`` (the credential in that mode), each with the client in it."""
     projects = {
@@ -228,7 +235,7 @@ def write_projects(root: Path, api: FakeApi) -> dict[str, Path]:
         project.mkdir()
         if kind != "direct":
             text = PYPROJECT.format(name=CREDENTIAL, authority=api.authority, extra=extra)
-            (project / "pyproject.toml").write_text(text, encoding="utf-8")
+            write_project(project, text, safe_run)
         (project / "client.py").write_text(CLIENT, encoding="utf-8")
         paths[kind] = project
     return paths
@@ -483,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {"SSL_CERT_FILE": str(bundle), "OPENAI_API_KEY": REAL_KEY, API_VAR: api.base_url}
             )
             base_env.pop("OPENAI_BASE_URL", None)
-            projects = write_projects(root, api)
+            projects = write_projects(root, api, args.safe_run)
             for part in args.parts:
                 count = args.requests if part == "request" else args.streams
                 series = make_series(

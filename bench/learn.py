@@ -55,6 +55,7 @@ from startup import (
     comma_list,
     percentile,
     time_once,
+    write_project,
 )
 
 from safe_pip.learn.syscalls import traced_calls
@@ -350,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="safe-run-learn-bench-") as tmp:
         project = Path(tmp) / "project"
         project.mkdir()
-        (project / "pyproject.toml").write_text(PYPROJECT, encoding="utf-8")
+        write_project(project, PYPROJECT, args.safe_run)
         for name, text in (
             ("start.py", START_SCRIPT),
             ("cpu.py", CPU_SCRIPT),

@@ -49,7 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from net_servers import HttpOrigin, pattern_sha256
 
 # The start-up benchmark's modes, project and statistics, so both report alike.
-from startup import MODE_ENV, NO_USERNS_VAR, PYPROJECT, add_target_arguments, comma_list, percentile
+from startup import (
+    MODE_ENV,
+    NO_USERNS_VAR,
+    PYPROJECT,
+    add_target_arguments,
+    comma_list,
+    percentile,
+    write_project,
+)
 
 #: Variables that would send the *bare* client through some proxy of the caller's.
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -399,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="safe-run-net-bench-") as tmp:
         project = Path(tmp)
-        (project / "pyproject.toml").write_text(PYPROJECT, encoding="utf-8")
+        write_project(project, PYPROJECT, args.safe_run)
         (project / "client.py").write_text(CLIENT, encoding="utf-8")
         (project / "trivial.py").write_text(TRIVIAL, encoding="utf-8")
         with HttpOrigin() as origin:

@@ -78,6 +78,17 @@ class Case:
     error: str | None = None
 
 
+def write_project(directory: Path, pyproject: str, safe_run: Path) -> None:
+    """Write the benchmark project's pyproject.toml and approve its policy, as a user
+    would with ``safe-run allow`` (a policy that grants anything runs only then)."""
+    (directory / "pyproject.toml").write_text(pyproject, encoding="utf-8")
+    subprocess.run(
+        [str(safe_run), "allow", "--project", str(directory)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile: an observed value, no interpolation between samples."""
     ordered = sorted(samples)
@@ -265,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="safe-run-bench-") as tmp:
         project = Path(tmp)
-        (project / "pyproject.toml").write_text(PYPROJECT, encoding="utf-8")
+        write_project(project, PYPROJECT, safe_run)
         script = project / "tiny.py"
         script.write_text(SCRIPT, encoding="utf-8")
         cases = build_cases(args.modes, python, safe_run, args.venv, script)

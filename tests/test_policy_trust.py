@@ -89,9 +89,8 @@ def test_canonical_lines_ignore_layout_but_not_values() -> None:
     wider = {"extends": ["python-runtime"], "filesystem": {"read": ["a"], "write": ["~"]}}
     assert canonical_lines(wider) != canonical_lines(one)
     # A value cannot smuggle a second line in.
-    assert canonical_lines({"x": 'a"\nfilesystem.write = ["~"]'}) == [
-        'x = "a\\"\\nfilesystem.write = [\\"~\\"]"'
-    ]
+    [line] = canonical_lines({"x": 'a"\nfilesystem.write = ["~"]'})
+    assert "\n" not in line and line.startswith('x = "a\\"')
 
 
 def test_only_a_table_that_grants_more_needs_approval(tmp_path: Path) -> None:

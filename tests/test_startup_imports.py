@@ -23,7 +23,7 @@ import pytest
 from sandbox_harness import approve_policy
 
 import safe_pip
-from safe_pip.launcher.plan import venv_protected_paths
+from safe_pip.launcher.persistence import venv_protected_paths
 from safe_pip.policy.model import pure_path
 
 #: Modules the run path must never import (each costs milliseconds, or drags in ``re``).

@@ -27,7 +27,7 @@ from safe_pip.errors import (
 )
 from safe_pip.launcher.plan import PRIVATE_TMPFS, SandboxPlan
 from safe_pip.sandbox import landlock, namespaces
-from safe_pip.sandbox.fs_rules import FsGrants, Rule, landlock_rules
+from safe_pip.sandbox.fs_rules import FsGrants, Rule, landlock_rules, protected_in_reach
 from safe_pip.sandbox.mounts import MountPlan, PreparedRoot, enter_private_root
 from safe_pip.sandbox.seccomp import SeccompOptions, build_filter, install_filter
 
@@ -355,7 +355,7 @@ def mount_plan(plan: SandboxPlan) -> MountPlan:
         read=tuple(p for p in grants.read if p != "/proc"),
         write=grants.write,
         deny=grants.deny,
-        protected=grants.protected,
+        protected=tuple(protected_in_reach(grants)),
         tmpfs=PRIVATE_TMPFS,
         proc=True,
         dev=True,

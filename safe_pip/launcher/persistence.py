@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 
+from safe_pip.launcher.plan import site_packages
 from safe_pip.policy.model import is_within
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
@@ -52,32 +53,6 @@ _CUSTOMIZE = ("sitecustomize.py", "usercustomize.py")
 
 def _under(path: str, roots: Iterable[str]) -> bool:
     return any(is_within(path, root) for root in roots)
-
-
-def _subdirs(directory: str, prefix: str) -> list[str]:
-    """The directories (or links to them) named ``prefix*`` in ``directory``.
-
-    Matches like a ``prefix*`` glob component (hidden names included, links to
-    directories followed, an unreadable directory gives nothing) without importing
-    ``glob`` or ``pathlib``, and with them ``re`` and ``fnmatch``.
-    """
-    try:
-        with os.scandir(directory) as scan:
-            entries = list(scan)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
-    return [e.path for e in entries if e.name.startswith(prefix) and e.is_dir()]
-
-
-def site_packages(venv: str) -> list[str]:
-    """Every ``lib*/python*/site-packages`` directory of a venv."""
-    found = []
-    for lib in _subdirs(venv, "lib"):
-        for version in _subdirs(lib, "python"):
-            site = os.path.join(version, "site-packages")
-            if os.path.isdir(site):
-                found.append(site)
-    return found
 
 
 def venv_protected_paths(venv: str) -> list[str]:

@@ -12,7 +12,6 @@ import os
 import sys
 
 from safe_pip._records import record
-from safe_pip.launcher.persistence import guarded_paths, site_packages, venv_protected_paths
 from safe_pip.policy.model import NetworkPolicy, Policy, is_within, pure_path
 from safe_pip.runner.target import Target, resolve_target
 from safe_pip.sandbox.environment import build_environment
@@ -111,6 +110,32 @@ def interpreter_roots(python: str) -> list[str]:
     return list(dict.fromkeys(roots))
 
 
+def _subdirs(directory: str, prefix: str) -> list[str]:
+    """The directories (or links to them) named ``prefix*`` in ``directory``.
+
+    Matches like a ``prefix*`` glob component (hidden names included, links to
+    directories followed, an unreadable directory gives nothing) without importing
+    ``glob`` or ``pathlib``, and with them ``re`` and ``fnmatch``.
+    """
+    try:
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    return [e.path for e in entries if e.name.startswith(prefix) and e.is_dir()]
+
+
+def site_packages(venv: str) -> list[str]:
+    """Every ``lib*/python*/site-packages`` directory of a venv."""
+    found = []
+    for lib in _subdirs(venv, "lib"):
+        for version in _subdirs(lib, "python"):
+            site = os.path.join(version, "site-packages")
+            if os.path.isdir(site):
+                found.append(site)
+    return found
+
+
 def pth_directories(venv: str, home: str | None) -> list[str]:
     """Directories a venv's ``*.pth`` files put on ``sys.path`` (editable installs).
 
@@ -165,15 +190,17 @@ def build_grants(
         read.extend(pth_directories(venv, caller_env.get("HOME")))
     read.append("/proc")
     persistent = [path for path in fs.write if not is_within(path, private_dir)]
-    protected, sealed = guarded_paths(
-        persistent if guard_persistence else [],
-        project_dir=policy.project_dir,
-        venvs=(venv, caller_env.get("VIRTUAL_ENV")),
-        path_dirs=caller_env.get("PATH", "").split(":"),
-    )
-    if venv is not None and not _under(venv, persistent):
-        # Read-only anyway; listed so that a write grant inside it stays harmless.
-        protected.extend(venv_protected_paths(venv))
+    protected: list[str] = []
+    sealed: list[str] = []
+    if guard_persistence and persistent:
+        from safe_pip.launcher.persistence import guarded_paths
+
+        protected, sealed = guarded_paths(
+            persistent,
+            project_dir=policy.project_dir,
+            venvs=(venv, caller_env.get("VIRTUAL_ENV")),
+            path_dirs=caller_env.get("PATH", "").split(":"),
+        )
     return FsGrants(
         read=tuple(map(pure_path, dict.fromkeys(read))),
         write=tuple(map(pure_path, dict.fromkeys([*fs.write, private_dir]))),

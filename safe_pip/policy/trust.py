@@ -184,19 +184,33 @@ def resolved_line(path: str, real: str) -> str:
     return f"(resolves) {_value(path)} = {_value(real)}"
 
 
-def _key(name: str) -> str:
-    from safe_pip.policy.render import _key as toml_key
+_BARE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
-    return toml_key(name) or ascii(name)
+
+def _key(name: str) -> str:
+    return name if name and all(c in _BARE for c in name) else _quote(name)
+
+
+def _quote(text: str) -> str:
+    """A TOML basic string that stands for ``text`` alone: every control character
+    escaped, so no value can spell a second line."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char < " " or char == "\x7f" or not char.isprintable():
+            out.append(f"\\u{ord(char):04X}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08X}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
 
 
 def _value(value: object) -> str:
-    from safe_pip.policy.render import _string
-
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return _string(value) or ascii(value)
+        return _quote(value)
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):

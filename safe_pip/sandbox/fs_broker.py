@@ -126,6 +126,18 @@ class FsBroker:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
         self._ctypes = ctypes
+        # openat2(dirfd, path, how, size) bound once, with its struct open_how:
+        # O_PATH|O_DIRECTORY|O_CLOEXEC, no mode, RESOLVE_NO_MAGICLINKS.
+        self._openat2_call = ctypes.CFUNCTYPE(
+            ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+            ctypes.c_size_t, use_errno=True,
+        )(("syscall", self._libc))  # fmt: skip
+        self._how = ctypes.create_string_buffer(
+            (os.O_PATH | os.O_DIRECTORY | _O_CLOEXEC).to_bytes(8, "little")
+            + (0).to_bytes(8, "little")
+            + _RESOLVE_NO_MAGICLINKS.to_bytes(8, "little"),
+            24,
+        )
 
     def handlers(self) -> dict[int, Callable[[Notification], Answer]]:
         """Syscall number -> handler, for :meth:`Notifications.serve`."""
@@ -173,20 +185,21 @@ class FsBroker:
 
     def _proc_self(self, n: Notification, path: str) -> str:
         """``/proc/self`` and ``/proc/thread-self`` as the program means them."""
-        for prefix, replacement in (
-            ("/proc/self", f"/proc/{self._tgid(n)}"),
-            ("/proc/thread-self", f"/proc/{self._tgid(n)}/task/{n.tid}"),
-        ):
+        if not path.startswith("/proc/"):
+            return path
+        for prefix in ("/proc/self", "/proc/thread-self"):
             if path == prefix or path.startswith(prefix + "/"):
+                replacement = f"/proc/{self._tgid(n)}"
+                if prefix == "/proc/thread-self":
+                    replacement += f"/task/{n.tid}"
                 return replacement + path[len(prefix) :]
         return path
 
     def _tgid(self, n: Notification) -> int:
-        with open(f"/proc/{n.tid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-        raise ProcessLookupError(n.tid)
+        value = _status_field(n.tid, b"\nTgid:")
+        if value is None:
+            raise ProcessLookupError(n.tid)
+        return int(value)
 
     def locate(self, n: Notification, dirfd: int, raw: bytes, *, follow: bool) -> Located | None:
         """Where ``raw`` (relative to ``dirfd``) leads for the program; None when the
@@ -289,19 +302,9 @@ class FsBroker:
 
     def _openat2(self, dir_fd: int | None, path: str) -> int:
         ctypes = self._ctypes
-        how = ctypes.create_string_buffer(
-            (os.O_PATH | os.O_DIRECTORY | _O_CLOEXEC).to_bytes(8, "little")
-            + (0).to_bytes(8, "little")
-            + _RESOLVE_NO_MAGICLINKS.to_bytes(8, "little"),
-            24,
-        )
         fd = int(
-            self._libc.syscall(
-                ctypes.c_long(437),
-                ctypes.c_int(_AT_FDCWD if dir_fd is None else dir_fd),
-                ctypes.c_char_p(os.fsencode(path)),
-                how,
-                ctypes.c_size_t(24),
+            self._openat2_call(
+                437, _AT_FDCWD if dir_fd is None else dir_fd, os.fsencode(path), self._how, 24
             )
         )
         if fd < 0:
@@ -385,11 +388,9 @@ class FsBroker:
         return (-1, -errno.EACCES)
 
     def _umask(self, n: Notification) -> int:
-        with open(f"/proc/{n.tid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-        return 0o022
+        """The program's umask, which the broker applies to what it creates."""
+        value = _status_field(n.tid, b"\nUmask:")
+        return 0o022 if value is None else int(value, 8)
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -415,7 +416,8 @@ class FsBroker:
                 return self._refused(op, located.path, reason)
             if mode & 0o6000 and creates:
                 return (-1, -errno.EPERM)
-            old = os.umask(self._umask(n))
+            # The program's umask shapes only a file that is made now.
+            old = os.umask(self._umask(n)) if creates and not exists else None
             try:
                 fd = os.open(
                     located.name,
@@ -426,7 +428,8 @@ class FsBroker:
             except OSError as exc:
                 return (-1, -(exc.errno or errno.EIO))
             finally:
-                os.umask(old)
+                if old is not None:
+                    os.umask(old)
             try:
                 return self._n.install_fd(n, fd, cloexec=bool(flags & _O_CLOEXEC))
             finally:
@@ -686,6 +689,22 @@ class FsBroker:
         if result < 0:
             return (-1, -ctypes.get_errno())
         return (0, 0)
+
+
+def _status_field(tid: int, key: bytes) -> bytes | None:
+    """One field of ``/proc/TID/status`` (``key`` with its leading newline), read in
+    one go: the kernel renders the whole file at every read anyway."""
+    fd = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    start = data.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = data.find(b"\n", start)
+    return data[start:end].strip()
 
 
 def _five(n: Notification) -> tuple[int, int, int, int, int]:

@@ -41,7 +41,7 @@ from safe_pip._records import record
 from safe_pip.policy.model import is_within
 from safe_pip.sandbox.landlock import FILE_ONLY, READ, WRITE, AccessFs, fs_access_for_abi
 
-__all__ = ["FsGrants", "Rule", "fs_rules_summary", "landlock_rules"]
+__all__ = ["FsGrants", "Rule", "fs_rules_summary", "landlock_rules", "protected_in_reach"]
 
 Rule = tuple[str, AccessFs]
 # An exclusion: a resolved path and the most it may still be granted (its "cap").
@@ -131,7 +131,7 @@ def _exclusions(
         if os.path.lexists(real):
             caps[real] = AccessFs(0)
     if carve_protected:
-        for path in grants.protected:
+        for path in protected_in_reach(grants):
             real = _resolve(path)
             caps[real] = caps.get(real, everything) & READ
     for path in grants.sealed:
@@ -142,6 +142,43 @@ def _exclusions(
         if os.path.isdir(real):
             caps[real + _SEAL] = READ
     return list(caps.items())
+
+
+def protected_in_reach(grants: FsGrants) -> list[str]:
+    """The protected paths that lie under a write grant: only those need enforcing.
+
+    The protected list is long (``base`` names every shell start-up file) and most
+    runs grant no writes beyond their scratch space, so this filter keeps start-up
+    from resolving dozens of paths for nothing.  A path counts when it is under a
+    grant as spelled, or when its directory really is (symlinks resolved, once per
+    directory).
+    """
+    key = (grants.write, grants.protected)
+    cached = _IN_REACH.get(key)
+    if cached is not None:
+        return cached
+    writes = [*grants.write, *(os.path.realpath(w) for w in grants.write if os.path.isabs(w))]
+    parents: dict[str, str] = {}
+    found: list[str] = []
+    for path in grants.protected:
+        if any(is_within(path, root) for root in writes):
+            found.append(path)
+            continue
+        parent, _, name = path.rpartition("/")
+        real_parent = parents.get(parent)
+        if real_parent is None:
+            real_parent = parents[parent] = os.path.realpath(parent or "/")
+        real = real_parent.rstrip("/") + "/" + name
+        if any(is_within(real, root) for root in writes):
+            found.append(path)
+    _IN_REACH.clear()  # one run, one set of grants: keep the last answer only
+    _IN_REACH[key] = found
+    return found
+
+
+#: The last :func:`protected_in_reach` answer: the supervisor asks for the mount plan
+#: and for each mode's rules, with the same grants.
+_IN_REACH: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
 
 
 # --------------------------------------------------------------------------- carving
