@@ -440,3 +440,57 @@ def test_write_rules(tmp_path: Path) -> None:
         assert rules.refuse(op, path) is not None, (op, path)
     for op, path in allowed:
         assert rules.refuse(op, path) is None, (op, path)
+
+
+COMMIT = r"""
+import os, subprocess, sys
+marker = sys.argv[1]
+env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="a", GIT_AUTHOR_EMAIL="a@b",
+           GIT_COMMITTER_NAME="a", GIT_COMMITTER_EMAIL="a@b")
+def git(*args):
+    return subprocess.run(["git", *args], env=env, capture_output=True, text=True)
+open("src/app.py", "a").write("# changed\n")
+committed = git("commit", "-qam", "from the sandbox")
+print("COMMITTED" if committed.returncode == 0 else "NOT COMMITTED", committed.stderr.strip()[-80:])
+line = f'[core]\n\tfsmonitor = "touch {marker}; false"\n'
+def attempt(name, action):
+    try:
+        action()
+        print("LEAK", name)
+    except OSError as exc:
+        print("BLOCKED", name, exc.errno)
+def write(path, text):
+    with open(path, "a") as handle:
+        handle.write(text)
+attempt("config", lambda: write(".git/config", line))
+attempt("hook", lambda: write(".git/hooks/pre-commit", "#!/bin/sh\n"))
+attempt("info/attributes", lambda: write(".git/info/attributes", "* filter=x\n"))
+attempt("nested repository", lambda: os.makedirs("src/vendor/.git"))
+print("DONE")
+"""
+
+
+@needs_git
+@pytest.mark.parametrize("setting", ["commit", None], ids=["git-commit", "default"])
+def test_git_commit_opt_in(tmp_path: Path, mode: str, setting: str | None) -> None:
+    """``filesystem.git = "commit"``: a tool that commits can, and still nothing git
+    runs or obeys can be written.  Without it the repository is read-only whole."""
+    world = plain_repo_world(tmp_path)
+    table = PROJECT_WRITE
+    if setting is not None:
+        table += f'[tool.safe-run.filesystem]\ngit = "{setting}"\n'
+    (world.project / "pyproject.toml").write_text(table)
+    assert git("commit", "-q", "--allow-empty", "-am", "policy", cwd=world.project).returncode == 0
+    world.approve()
+    marker = tmp_path / "fsmonitor-ran"
+    boxed = world.run_safe(mode, str(world.write_script(COMMIT, "commit.py")), str(marker))
+    assert "DONE" in boxed.stdout, boxed.stdout + boxed.stderr
+    assert "LEAK" not in boxed.stdout, boxed.stdout
+    log = git("log", "--format=%s", cwd=world.project).stdout.split()
+    if setting == "commit":
+        assert "COMMITTED" in boxed.stdout, boxed.stdout + boxed.stderr
+        assert log[0] == "from"
+    else:
+        assert "NOT COMMITTED" in boxed.stdout
+        assert log[0] == "policy"
+    assert not fsmonitor_ran(world, marker)

@@ -301,7 +301,10 @@ def _serve_broker(
     events = EventWriter(events_fd)
     try:
         notifications = Notifications(listener)
-        rules = WriteRules(plan.broker.protected, plan.broker.path_dirs, plan.broker.started_ns)
+        broker_plan = plan.broker
+        rules = WriteRules(
+            broker_plan.protected, broker_plan.path_dirs, broker_plan.started_ns, broker_plan.git
+        )
         scratch = None
         if plan.trace_syscalls:  # learn mode: report the writes the kernel will refuse
             persistent = set(plan.broker.persistent)
@@ -319,6 +322,8 @@ def _serve_broker(
             guard = ConnectGuard(listener, ("127.0.0.1", proxy_port), refused, notifications)
             handlers[syscall_number("connect")] = guard.handle
         notifications.serve(handlers)
+    except Exception as exc:  # a bug of ours: say so once, and fail closed
+        events.write(f"failed {type(exc).__name__}: {exc}")
     finally:
         os.close(listener)  # any call still waiting fails (ENOSYS): closed, not open
 

@@ -46,6 +46,21 @@ TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+#: What stays read-only in a repository under ``git = "commit"``: everything git runs
+#: or obeys -- configuration, hooks, the attributes and excludes in info/, submodules'
+#: own git directories (their config and hooks), linked worktrees' metadata, and the
+#: pointers that send git elsewhere.  A commit needs none of it.
+GIT_KEPT = (
+    "config",
+    "config.worktree",
+    "hooks",
+    "info",
+    "modules",
+    "worktrees",
+    "commondir",
+    "objects/info/alternates",
+)
+
 #: Where a write grant may hold a venv of its own, besides being one.
 _VENV_NAMES = (".venv", "venv", "env")
 _CUSTOMIZE = ("sitecustomize.py", "usercustomize.py")
@@ -100,8 +115,12 @@ def guarded_paths(
     project_dir: str,
     venvs: Iterable[str | None],
     path_dirs: Iterable[str],
+    git: str = "read-only",
 ) -> tuple[list[str], list[str]]:
     """``(protected, sealed)`` for a run whose write grants are ``write``.
+
+    ``git``: "commit" leaves a repository's objects, refs and index writable and keeps
+    only what git runs or obeys read-only (:data:`GIT_KEPT`).
 
     ``protected`` paths stay read-only (only existing ones are listed);
     ``sealed`` directories take no new entries while what they hold stays writable.
@@ -112,9 +131,13 @@ def guarded_paths(
     protected: list[str] = []
     sealed: list[str] = []
     for root in dict.fromkeys([project_dir, *write]):
-        git = os.path.join(root, ".git")
-        if os.path.lexists(git) and _under(git, write):
-            protected.append(git)
+        git_dir = os.path.join(root, ".git")
+        if not os.path.lexists(git_dir) or not _under(git_dir, write):
+            continue
+        if git == "commit" and os.path.isdir(git_dir) and not os.path.islink(git_dir):
+            protected.extend(os.path.join(git_dir, name) for name in GIT_KEPT)
+        else:
+            protected.append(git_dir)
     for venv in _venvs_in_reach(write, venvs, project_dir):
         if any(is_within(grant, venv) for grant in write):
             # The policy names the venv (or a path inside it) for writing: keep what
@@ -141,7 +164,9 @@ class WriteRules:
     persistent grant, by name and place, whatever exists when the run starts:
 
     * anything in or named ``.git`` -- a repository made during the run too (its
-      config and hooks are obeyed by the user's next ``git`` there);
+      config and hooks are obeyed by the user's next ``git`` there); with ``git =
+      "commit"``, what a commit writes in a repository that exists is allowed, but
+      never :data:`GIT_KEPT` and never a new ``.git``;
     * the protected paths, existing or not (``~/.bash_profile`` must not appear
       either), and removing or renaming a directory that holds one;
     * in a venv that existed before the run: a ``.pth``, ``sitecustomize`` or
@@ -156,26 +181,58 @@ class WriteRules:
     before the run: a file's ctime cannot be set back from user space.
     """
 
-    __slots__ = ("_path_dirs", "_protected", "_started")
+    __slots__ = ("_git", "_holders", "_path_dirs", "_protected", "_started")
 
-    def __init__(self, protected: Iterable[str], path_dirs: Iterable[str], started_ns: int) -> None:
-        self._protected = tuple(sorted({os.path.realpath(p) for p in protected}))
+    def __init__(
+        self,
+        protected: Iterable[str],
+        path_dirs: Iterable[str],
+        started_ns: int,
+        git: str = "read-only",
+    ) -> None:
+        # Sets, so that a check costs a lookup per path component, not one per
+        # protected path (base protects dozens): every brokered call asks.
+        self._protected = frozenset(os.path.realpath(p) for p in protected)
+        holders: set[str] = set()
+        for path in self._protected:
+            while path not in ("/", ""):
+                path = os.path.dirname(path)
+                holders.add(path)
+        self._holders = frozenset(holders)
         self._path_dirs = frozenset(os.path.realpath(d) for d in path_dirs if d.startswith("/"))
         self._started = started_ns
+        self._git = git
 
     def refuse(self, op: str, path: str) -> str | None:
         parts = path.split("/")
         if ".git" in parts:
-            return "in a git directory: git runs and obeys what is there"
-        for protected in self._protected:
-            if is_within(path, protected):
+            reason = self._git_reason(op, parts)
+            if reason is not None:
+                return reason
+        for depth in range(len(parts), 1, -1):
+            if "/".join(parts[:depth]) in self._protected:
                 return "a protected path: other programs run or obey it later"
-            if op in ("remove", "rename-from") and is_within(protected, path):
-                return "it holds protected paths"
+        if op in ("remove", "rename-from") and path in self._holders:
+            return "it holds protected paths"
         parent, _, name = path.rpartition("/")
         if parent in self._path_dirs or (op in ("create", "rename-to") and path in self._path_dirs):
             return "a directory on PATH: a new command there shadows a real one"
         return self._venv_reason(op, parent, name, path)
+
+    def _git_reason(self, op: str, parts: list[str]) -> str | None:
+        """Under ``git = "commit"``: inside a git directory that exists (none can be
+        made during the run), anything but :data:`GIT_KEPT`; never a ``.git`` itself."""
+        at = parts.index(".git")
+        inside = parts[at + 1 :]
+        if self._git != "commit" or not inside:
+            return "in a git directory: git runs and obeys what is there"
+        if not os.path.isdir("/".join(parts[: at + 1])) or ".git" in inside:
+            return "in a git directory: git runs and obeys what is there"
+        relative = "/".join(inside)
+        for kept in GIT_KEPT:
+            if relative == kept or relative.startswith(kept + "/"):
+                return "git's configuration, hooks or submodules: git runs and obeys them"
+        return None
 
     def _venv_reason(self, op: str, parent: str, name: str, path: str) -> str | None:
         folder = parent.rpartition("/")[2]

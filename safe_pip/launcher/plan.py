@@ -49,6 +49,8 @@ class BrokerPlan:
     path_dirs: tuple[str, ...]
     #: when the run started (``time.time_ns``): what is older existed before it
     started_ns: int
+    #: ``filesystem.git``: "read-only", or "commit" (what a commit writes)
+    git: str = "read-only"
 
 
 @record
@@ -200,6 +202,7 @@ def build_grants(
             project_dir=policy.project_dir,
             venvs=(venv, caller_env.get("VIRTUAL_ENV")),
             path_dirs=caller_env.get("PATH", "").split(":"),
+            git=fs.git,
         )
     return FsGrants(
         read=tuple(map(pure_path, dict.fromkeys(read))),
@@ -269,6 +272,7 @@ def build_plan(
             protected=grants.protected,
             path_dirs=tuple(d for d in caller_env.get("PATH", "").split(":") if d),
             started_ns=time.time_ns(),
+            git=policy.filesystem.git,
         )
     env = build_environment(
         caller_env,

@@ -354,6 +354,12 @@ def _broker_report(events: list[str], network: NetworkSetup | None) -> int:
         word, _, rest = line.partition(" ")
         if word == "refused":
             refused.append(rest)
+        elif word == "failed":
+            os.write(
+                2,
+                f"safe-run: the file broker stopped ({rest}); the program's writes to its "
+                "write grants failed from then on\n".encode("utf-8", "replace"),
+            )
         elif word == "connect" and network is not None and network.log is not None:
             address, _, port = rest.rpartition(" ")
             # No rule hint: no rule opens a direct connection; clients must use the proxy.

@@ -50,13 +50,15 @@ if TYPE_CHECKING:
 PYPROJECT = "pyproject.toml"
 #: ``PolicyError.source`` for mistakes in command-line flags.
 CLI_SOURCE = "command line"
+#: ``filesystem.git``: what of a repository in a write grant the program may change.
+GIT_MODES = ("read-only", "commit")
 
 #: Every key the loader accepts, by table ("" is the ``[tool.safe-run]`` table itself,
 #: or the top level of a profile file).  The JSON schema test checks it against
 #: ``schema/safe-run.schema.json``.
 ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
     "": ("extends", "network", "filesystem", "env", "credentials"),
-    "filesystem": ("read", "write", "deny", "protect"),
+    "filesystem": ("read", "write", "deny", "protect", "git"),
     "network": ("allow",),
     "env": ("pass", "set"),
 }
@@ -208,6 +210,7 @@ def load_policy(
             write=tuple(merger.write),
             deny=tuple(merger.deny),
             protected=tuple(dict.fromkeys(protected)),
+            git=merger.git,
         ),
         network=NetworkPolicy(mode="allowlist" if allow or credentials else "none", allow=allow),
         credentials=credentials,
@@ -231,6 +234,7 @@ class _Layer:
         "deny",
         "env_pass",
         "env_set",
+        "git",
         "no_network",
         "protect",
         "read",
@@ -243,6 +247,7 @@ class _Layer:
         self.write: list[str] = []
         self.deny: list[str] = []
         self.protect: list[str] = []
+        self.git: str | None = None
         self.no_network = False
         self.allow: list[str] = []
         self.env_pass: list[str] = []
@@ -264,6 +269,7 @@ class _Merger:
         self.write: dict[str, None] = {}
         self.deny: dict[str, None] = {}
         self.protect: dict[str, None] = {}
+        self.git = "read-only"
         self.allow: dict[str, None] = {}
         self.env_pass: dict[str, None] = {}
         self.env_set: dict[str, str] = {}
@@ -284,6 +290,7 @@ class _Merger:
             "env": list(self.env_pass),
             "env.set": [f"{name}={value}" for name, value in self.env_set.items()],
             "credentials": list(self.credentials),
+            "git": [self.git] if self.git != "read-only" else [],
         }
 
     def grants_since(self, before: dict[str, list[str]], project_dir: str) -> list[str]:
@@ -380,6 +387,8 @@ class _Merger:
         ):
             for item in items:
                 target.setdefault(item)
+        if layer.git is not None:
+            self.git = layer.git
         if layer.no_network:
             self.allow.clear()
             self.credentials.clear()  # they need the proxy that "none" takes away
@@ -432,6 +441,12 @@ class _Merger:
                 target.append(
                     self.path(raw, source=source, key=f"{key}[{index}]", base_dir=base_dir)
                 )
+        if "git" in filesystem:
+            git = filesystem["git"]
+            if git not in GIT_MODES:
+                modes = " or ".join(f'"{mode}"' for mode in GIT_MODES)
+                raise PolicyError(source, f"{prefix}filesystem.git", f"must be {modes}")
+            layer.git = str(git)
 
         env = _table(data, "env", source, prefix)
         key = prefix + "env.pass"

@@ -52,15 +52,18 @@ class FilesystemPolicy:
 
     ``read`` grants read + execute, ``write`` grants read + write + execute (a write
     grant implies read).  ``deny`` wins over both, whatever the nesting.  ``protected``
-    paths stay read-only even under a writable parent (the policy file itself, git
-    hooks, the venv's ``bin/`` ...); they are computed by the loader, not written by
-    users.
+    paths stay read-only even under a writable parent (the policy file itself, the
+    shell start-up files, ``protect`` entries ...).  ``git`` says what of a git
+    repository in a write grant the program may change: nothing (``read-only``, the
+    default) or what a commit writes (``commit``: objects, refs, the index, logs --
+    never its configuration, hooks or submodules).
     """
 
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
+    git: str = "read-only"
 
 
 @record
