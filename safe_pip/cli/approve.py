@@ -49,7 +49,10 @@ def _one_line(text: str) -> str:
 
 
 def _state_words(approval: Approval) -> str:
-    return "is not approved yet" if approval.state == "new" else "changed since you approved it"
+    plural = approval.kind == "install"  # "settings are"
+    if approval.state == "new":
+        return "are not approved yet" if plural else "is not approved yet"
+    return "changed since you approved them" if plural else "changed since you approved it"
 
 
 def refusal(approval: Approval) -> str:

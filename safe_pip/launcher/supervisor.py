@@ -318,6 +318,12 @@ def run_sandboxed(
     return code
 
 
+def bytecode_noise(text: str) -> bool:
+    """Python writing its bytecode cache where it may not (a read-only venv): it
+    ignores the failure itself, and listing it would drown what matters."""
+    return "/__pycache__" in text or text.endswith((".pyc", ".pyo"))
+
+
 def _thread_read_lines(fd: int, into: list[str]) -> object:
     """Read ``fd`` to its end in a daemon thread, one decoded line per entry; returns a
     lock that is released once everything is read (every writer has exited)."""
@@ -353,7 +359,8 @@ def _broker_report(events: list[str], network: NetworkSetup | None) -> int:
     for line in list(events):
         word, _, rest = line.partition(" ")
         if word == "refused":
-            refused.append(rest)
+            if not bytecode_noise(rest.partition(": ")[0]):
+                refused.append(rest)
         elif word == "failed":
             os.write(
                 2,

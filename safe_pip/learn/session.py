@@ -79,6 +79,7 @@ def learned_run(
 def broker_findings(lines: list[str]) -> tuple[list[Attempt], list[Denial]]:
     """The filesystem broker's report as the tracer's attempts (writes it left to the
     kernel outside every write grant) and kept denials (what its rules refused)."""
+    from safe_pip.launcher.supervisor import bytecode_noise
     from safe_pip.learn.findings import Denial
     from safe_pip.learn.tracer import Attempt
 
@@ -92,7 +93,7 @@ def broker_findings(lines: list[str]) -> tuple[list[Attempt], list[Denial]]:
         elif word == "refused":
             op_path, _, reason = rest.partition(": ")
             _op, _, path = op_path.partition(" ")
-            if path.startswith("/"):
+            if path.startswith("/") and not bytecode_noise(path):
                 kept.append(Denial(path, "write", path, "write", reason, "files that run later"))
     return attempts, kept
 
