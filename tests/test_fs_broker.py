@@ -336,3 +336,34 @@ def test_learn_sees_the_writes_the_broker_decides(world: World, mode: str) -> No
     assert "kept denied: .git/config" in out.stderr, out.stderr
     proposed = out.stderr.split("suggested policy")[-1].split("\n", 1)[-1]
     assert ".git" not in proposed, proposed
+
+
+FIFO = r"""
+import os, threading, time
+os.mkfifo("pipe")
+got = []
+start = time.monotonic()
+def reader():
+    time.sleep(2)  # the writer's open waits for this end meanwhile
+    with open("pipe") as handle:
+        got.append(handle.read())
+thread = threading.Thread(target=reader)
+thread.start()
+def writer():
+    with open("pipe", "w") as handle:  # blocks until the reader opens
+        handle.write("through the fifo")
+other = threading.Thread(target=writer)
+other.start()
+time.sleep(0.1)
+open("meanwhile.txt", "w").write("not stuck")  # the broker still answers others
+waited = time.monotonic() - start
+other.join()
+thread.join()
+print(got[0], open("meanwhile.txt").read(), "early" if waited < 2 else f"late {waited:.1f}")
+"""
+
+
+def test_a_fifo_that_blocks_does_not_stall_the_broker(world: World, mode: str) -> None:
+    out = world.run_safe(mode, str(world.write_script(FIFO, "fifo.py")), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "through the fifo not stuck early"

@@ -49,8 +49,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 
-from safe_pip.sandbox.notify import CONTINUE, Answer, Notification, Notifications
+from safe_pip.sandbox.notify import CONTINUE, DEFERRED, Answer, Notification, Notifications
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -416,6 +417,13 @@ class FsBroker:
                 return self._refused(op, located.path, reason)
             if mode & 0o6000 and creates:
                 return (-1, -errno.EPERM)
+            if exists and _is_fifo(located):
+                # Opening a FIFO waits for the other end: in a thread of its own, so
+                # the broker goes on answering everyone else meanwhile.
+                parent = os.dup(located.parent_fd)
+                args = (n, parent, located.name, flags)
+                threading.Thread(target=self._open_fifo, args=args, daemon=True).start()
+                return DEFERRED
             # The program's umask shapes only a file that is made now.
             old = os.umask(self._umask(n)) if creates and not exists else None
             try:
@@ -436,6 +444,21 @@ class FsBroker:
                 os.close(fd)
         finally:
             located.close()
+
+    def _open_fifo(self, n: Notification, parent_fd: int, name: str, flags: int) -> None:
+        try:
+            try:
+                opened = (flags & ~_O_CLOEXEC) | _O_NOFOLLOW | _O_CLOEXEC
+                fd = os.open(name, opened, dir_fd=parent_fd)
+            except OSError as exc:
+                self._n.answer(n, (-1, -(exc.errno or errno.EIO)))
+                return
+            try:
+                self._n.answer(n, self._n.install_fd(n, fd, cloexec=bool(flags & _O_CLOEXEC)))
+            finally:
+                os.close(fd)
+        finally:
+            os.close(parent_fd)
 
     def _open_tmpfile(
         self, n: Notification, dirfd: int, raw: bytes, flags: int, mode: int
@@ -710,6 +733,14 @@ def _status_field(tid: int, key: bytes) -> bytes | None:
 def _five(n: Notification) -> tuple[int, int, int, int, int]:
     a = n.args
     return a[0], a[1], a[2], a[3], a[4]
+
+
+def _is_fifo(located: Located) -> bool:
+    try:
+        info = os.stat(located.name, dir_fd=located.parent_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISFIFO(info.st_mode)
 
 
 def _exists(located: Located) -> bool:

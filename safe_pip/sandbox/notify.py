@@ -81,6 +81,8 @@ class Notification:
 #: What a handler returns: ``(value, -errno)`` to answer, or :data:`CONTINUE`.
 Answer = tuple[int, int]
 CONTINUE: Answer = (0, 1 << 30)  # a sentinel no errno can equal
+#: The handler will answer later, from another thread (an open that may block).
+DEFERRED: Answer = (0, 1 << 29)
 
 
 class Notifications:
@@ -131,7 +133,8 @@ class Notifications:
                 answer = handler(notification) if handler is not None else (-1, -_EACCES)
             except Exception:
                 answer = (-1, -_EACCES)
-            self.answer(notification, answer)
+            if answer is not DEFERRED:
+                self.answer(notification, answer)
 
     def receive(self) -> Notification | None:
         """The next notification, or None when it vanished (its caller was killed)."""
