@@ -13,6 +13,7 @@ turns a cold session install from tens of seconds into about one.
     nox -s bench_install         # safe-pip install vs uv (posargs go to bench/install.py)
     nox -s bench_credentials     # phantom-token routes (posargs go to bench/credentials.py)
     nox -s bench_learn           # safe-run --learn vs a normal run (posargs go to bench/learn.py)
+    nox -s bench_writes          # the file broker's cost per write (posargs go to bench/writes.py)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ TYPED_SUPPORT_PATHS = (
     "bench/install.py",
     "bench/credentials.py",
     "bench/learn.py",
+    "bench/writes.py",
     "tests/conftest.py",
     "tests/net_servers.py",
     "examples/untrusted-script/steal.py",
@@ -138,3 +140,15 @@ def bench_learn(session: nox.Session) -> None:
     """
     session.install(".", "openai", "httpx")
     session.run("python", "bench/learn.py", *session.posargs)
+
+
+@nox.session
+def bench_writes(session: nox.Session) -> None:
+    """Time writes to a persistent grant, which the file broker performs (bench/writes.py).
+
+    A session of its own rather than part of `bench`: it creates and removes tens of
+    thousands of files, and its figures depend on the filesystem the temporary
+    directory is on (set TMPDIR to choose where the project is made).
+    """
+    session.install(".")
+    session.run("python", "bench/writes.py", *session.posargs)
