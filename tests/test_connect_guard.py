@@ -22,7 +22,8 @@ import pytest
 
 from safe_pip.launcher.network import TAG_NOTIFY, send_fd
 from safe_pip.sandbox.connect_guard import ConnectGuard
-from safe_pip.sandbox.seccomp import SeccompOptions, build_filter, install_filter
+from safe_pip.sandbox.notify import Notifications
+from safe_pip.sandbox.seccomp import SeccompOptions, build_filter, install_filter, syscall_number
 
 OPTIONS = SeccompOptions(
     socket_families=frozenset({socket.AF_INET, socket.AF_INET6}),
@@ -81,8 +82,12 @@ def guarded_child(
     os.close(result_w)
     _, fds, _, _ = socket.recv_fds(parent, 16, 1)
     refusals: list[tuple[str, int]] = []
-    guard = ConnectGuard(fds[0], ("127.0.0.1", proxy_port), lambda a, p: refusals.append((a, p)))
-    threading.Thread(target=guard.serve_forever, daemon=True).start()
+    notifications = Notifications(fds[0])
+    guard = ConnectGuard(
+        notifications, ("127.0.0.1", proxy_port), lambda a, p: refusals.append((a, p))
+    )
+    handlers = {syscall_number("connect"): guard.handle}
+    threading.Thread(target=notifications.serve, args=(handlers,), daemon=True).start()
 
     def result() -> object:
         with os.fdopen(result_r, "rb") as pipe:

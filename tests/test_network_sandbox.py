@@ -789,12 +789,19 @@ time.sleep(60)
 """
 
 
+def _stopped_growing(log: Path) -> bool:
+    """Whether nobody appends to ``log`` any more (the writer beats every 50 ms)."""
+    size = log.stat().st_size
+    time.sleep(0.5)
+    return log.stat().st_size == size
+
+
 def test_killing_the_supervisor_takes_the_network_away(
     world: World, mode: str, origin: HttpOrigin
 ) -> None:
-    """SIGKILL the supervisor: whatever survives in the sandbox (in fallback mode a
-    daemon can) must not gain a way out -- its connects fail, nothing reaches a
-    server, not even one that an attacker binds on the freed proxy port."""
+    """SIGKILL the supervisor: a daemon the sandbox started must not keep a way out --
+    it dies with the run (in both modes), so nothing reaches a server, not even one
+    that an attacker binds on the freed proxy port."""
     # In data/: fallback mode cannot create files right next to the protected pyproject.
     log = world.project / "data" / "attempts.log"
     script = world.write_script(SURVIVOR, "survivor.py")
@@ -826,17 +833,17 @@ def test_killing_the_supervisor_takes_the_network_away(
             killed_at = time.time()
             # The attacker takes over the freed port number on the host's loopback.
             with TcpSink("127.0.0.1", proxy_port) as squatter:
-                time.sleep(1.0)
+                # Nothing survives to try: the pid namespace is gone (namespace mode),
+                # the broker kills every descendant when its parent dies (fallback
+                # mode) -- on a loaded machine that may take a moment.
+                assert wait_until(lambda: _stopped_growing(log), 20), "the daemon lives on"
                 after = [
                     line.split()
                     for line in log.read_text().splitlines()
-                    if float(line.split()[0]) > killed_at + 0.2
+                    if float(line.split()[0]) > killed_at
                 ]
                 assert not squatter.seen(), after
             assert not sink.seen()
-            if mode == "fallback":  # the daemon outlives a SIGKILLed supervisor here ...
-                assert after, "the surviving daemon stopped trying: the test proves nothing"
-            # ... and in namespace mode the whole pid namespace is gone.
             assert all(fields[1] != "connected" and fields[2] != "connected" for fields in after)
         finally:
             proc.kill()

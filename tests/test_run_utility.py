@@ -234,33 +234,63 @@ def test_explain_runs_nothing(world: World, mode: str) -> None:
     assert not marker.exists()
 
 
-def test_supervisor_killed_takes_sandbox_down(world: World, mode: str) -> None:
-    if mode == "fallback":
-        pytest.skip("fallback mode documents that descendants survive a SIGKILLed supervisor")
-    beat = world.root / "beat"
-    script = world.write_script(
-        f"""
-import time
-while True:
-    open({str(beat)!r}, "a").write(".")
-    time.sleep(0.05)
-""",
-        "loop.py",
-    )
-    proc = subprocess.Popen(
-        world.safe_run_argv(str(script), flags=("--allow-write", str(world.root))),
-        cwd=world.project,
-        env=world.env(mode),
-    )
-    deadline = time.time() + 20
-    while not beat.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    time.sleep(0.3)
+DAEMON_BEAT = """
+import os, sys, time
+if os.fork() == 0:  # a daemon: its own session, re-parented away from the target
+    os.setsid()
+    if os.fork() == 0:
+        beat = open(sys.argv[1], "a", buffering=1)  # opened once, while it may
+        while True:
+            beat.write(".\\n")
+            time.sleep(0.05)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+def _kill_when_beating(argv: list[str], cwd: Path, env: dict[str, str], beat: Path) -> None:
+    """Start ``argv``, wait for its daemon's first beat, SIGKILL the process started."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env)
+    try:
+        deadline = time.time() + 20
+        while not (beat.exists() and beat.stat().st_size) and time.time() < deadline:
+            time.sleep(0.05)
+        assert beat.exists(), "the daemon never started"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _growing(beat: Path) -> bool:
     size = beat.stat().st_size
-    time.sleep(0.4)
-    assert beat.stat().st_size == size
+    time.sleep(0.5)  # ten beats
+    return beat.stat().st_size != size
+
+
+def test_supervisor_killed_takes_every_descendant_down(world: World, mode: str) -> None:
+    """SIGKILL safe-run itself: nothing it started may live on, not even a daemon in a
+    session of its own (namespace mode: the pid namespace; fallback mode: the broker,
+    a subreaper, kills every descendant when its parent dies)."""
+    script = world.write_script(DAEMON_BEAT, "daemon.py")
+    control = world.root / "control-beat"
+    try:  # control: the same daemon started by a plain python outlives its parent
+        argv = [sys.executable, str(script), str(control)]
+        _kill_when_beating(argv, world.project, world.env(mode), control)
+        assert _growing(control)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", str(control)], check=False)
+    out = world.root / "out"  # not world.root: fallback mode cannot add files beside ~/.ssh
+    out.mkdir()
+    beat = out / "beat"
+    argv = world.safe_run_argv(str(script), str(beat), flags=("--allow-write", str(out)))
+    try:
+        _kill_when_beating(argv, world.project, world.env(mode), beat)
+        deadline = time.time() + 20  # a loaded machine may take a moment to kill it
+        while _growing(beat) and time.time() < deadline:
+            pass
+        assert not _growing(beat)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", str(beat)], check=False)
 
 
 def test_command_outside_the_grants_is_refused_with_a_hint(world: World, mode: str) -> None:

@@ -159,9 +159,8 @@ def stage1(
                     "without user namespaces the sandbox needs Landlock scopes (ABI 6+) to "
                     "isolate signals; refusing (pass --allow-degraded to run anyway)",
                 )
-            if plan.broker is not None:
-                parent_of_target(plan, mode, report_fd, None, None, net, events_fd)
-            exec_target(plan, mode, report_fd, net=net)
+            # Always a broker here: what Landlock does not mediate goes through it.
+            parent_of_target(plan, mode, report_fd, None, None, net, events_fd)
         init_pid = os.fork()
         if init_pid == 0:
             assert root is not None
@@ -209,17 +208,23 @@ def parent_of_target(
     """Fork the program and stay its parent: forward signals, reap, exit with its status.
 
     Pid 1 must forward signals because it ignores those it has no handler for.  With
-    a broker plan this process is also the filesystem broker
-    (:mod:`safe_pip.sandbox.fs_broker`): it takes the Landlock domain that may write
-    the persistent grants, without capabilities, *before* forking, so the program's
-    own (read-only there) domain is nested inside it; the program sends it the
-    seccomp listener over a socket pair, and a thread answers the notifications.  In
-    fallback mode with a network allowlist the same listener carries ``connect()``.
+    a broker plan, and always in fallback mode, this process is also the broker
+    (:mod:`safe_pip.sandbox.fs_broker`, :mod:`safe_pip.sandbox.attr_broker`): it
+    takes the Landlock domain that may write the persistent grants, without
+    capabilities, *before* forking, so the program's own (read-only there) domain is
+    nested inside it; the program sends it the seccomp listener over a socket pair,
+    and a thread answers the notifications.  In fallback mode the same listener
+    carries metadata changes, inotify watches, datagram socketpairs and, with a
+    network allowlist, ``connect()``; and this process is the run's kill switch
+    (:func:`_guard_leftovers`).
     """
     try:
         channel = broker_end = None
         proxy_port = net.port if net is not None else None
-        if plan.broker is not None:
+        if mode == "fallback":
+            preload_broker()
+            _guard_leftovers()
+        if plan.broker is not None or mode == "fallback":
             if mode == "namespace" or os.geteuid() == 0:
                 namespaces.drop_capabilities()  # the program's DAC rights, no more
             if broker_rules is None:
@@ -261,6 +266,50 @@ def parent_of_target(
         fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
 
 
+def preload_broker() -> None:
+    """Import what the broker and the program's last steps need while safe-pip's own
+    files are still readable: after the private root (namespace mode) or the broker's
+    Landlock domain (fallback mode) they may not be (an editable install, a venv
+    outside the grants)."""
+    import safe_pip.launcher.leftovers
+    import safe_pip.launcher.network
+    import safe_pip.launcher.persistence
+    import safe_pip.sandbox.attr_broker
+    import safe_pip.sandbox.connect_guard
+    import safe_pip.sandbox.fs_broker  # noqa: F401
+
+
+#: The broker's death signal in fallback mode: catchable (unlike SIGKILL), and not one
+#: the broker forwards to the program.
+_ORPHAN_SIGNAL = signal.SIGRTMIN
+
+
+def _guard_leftovers() -> None:
+    """Fallback mode's kill switch for when ``safe-run`` itself is killed.
+
+    Without a pid namespace nothing would stop a daemonised descendant when the
+    supervisor dies without cleaning up (SIGKILL, the OOM killer).  So the broker, which
+    no sandboxed process can signal (Landlock scopes), becomes a child subreaper --
+    every orphan of the run is re-parented to it -- and asks for a catchable signal
+    when its parent dies; then it kills every descendant and exits.
+    """
+    from safe_pip.launcher.leftovers import kill_leftovers
+
+    supervisor = os.getppid()
+
+    def orphaned(_signum: int, _frame: object) -> None:
+        if os.getppid() == supervisor:
+            return  # not our parent's death: someone else's signal
+        kill_leftovers()
+        os._exit(EXIT_INTERNAL)
+
+    namespaces.set_child_subreaper()
+    signal.signal(_ORPHAN_SIGNAL, orphaned)
+    namespaces.set_pdeathsig(_ORPHAN_SIGNAL)
+    if os.getppid() != supervisor:  # it died before the death signal was armed
+        orphaned(_ORPHAN_SIGNAL, None)
+
+
 def _start_broker(
     plan: SandboxPlan, mode: str, channel: object, events_fd: int | None, proxy_port: int | None
 ) -> None:
@@ -297,21 +346,28 @@ def _serve_broker(
     from safe_pip.sandbox.fs_broker import FsBroker
     from safe_pip.sandbox.notify import Notifications
 
-    assert plan.broker is not None
     events = EventWriter(events_fd)
     try:
         notifications = Notifications(listener)
         broker_plan = plan.broker
-        rules = WriteRules(
-            broker_plan.protected, broker_plan.path_dirs, broker_plan.started_ns, broker_plan.git
-        )
+        persistent: tuple[str, ...] = ()
+        rules = WriteRules((), (), 0)
+        if broker_plan is not None:
+            persistent = broker_plan.persistent
+            protected, path_dirs = broker_plan.protected, broker_plan.path_dirs
+            rules = WriteRules(protected, path_dirs, broker_plan.started_ns, broker_plan.git)
         scratch = None
         if plan.trace_syscalls:  # learn mode: report the writes the kernel will refuse
-            persistent = set(plan.broker.persistent)
-            scratch = [w for w in plan.grants.write if w not in persistent]
+            scratch = [w for w in plan.grants.write if w not in set(persistent)]
             scratch += PRIVATE_TMPFS if mode == "namespace" else ("/dev/shm",)
-        broker = FsBroker(notifications, plan.broker.persistent, rules, events.write, scratch)
-        handlers = broker.handlers()
+        broker = FsBroker(notifications, persistent, rules, events.write, scratch)
+        handlers = broker.handlers() if broker_plan is not None else {}
+        if mode == "fallback":
+            from safe_pip.sandbox.attr_broker import Areas, AttrBroker
+
+            grants = grants_for_mode(plan.grants, mode)
+            areas = Areas((*grants.read, *grants.devices_rw), grants.write, grants.deny)
+            handlers.update(AttrBroker(broker, areas).handlers())
         if proxy_port is not None:
             from safe_pip.sandbox.connect_guard import ConnectGuard
             from safe_pip.sandbox.seccomp import syscall_number
@@ -319,7 +375,7 @@ def _serve_broker(
             def refused(address: str, port: int) -> None:
                 events.write(f"connect {address} {port}")
 
-            guard = ConnectGuard(listener, ("127.0.0.1", proxy_port), refused, notifications)
+            guard = ConnectGuard(notifications, ("127.0.0.1", proxy_port), refused)
             handlers[syscall_number("connect")] = guard.handle
         notifications.serve(handlers)
     except Exception as exc:  # a bug of ours: say so once, and fail closed
@@ -461,15 +517,24 @@ def seccomp_options(plan: SandboxPlan, mode: str) -> SeccompOptions:
         return SeccompOptions(
             socket_families=families, inet_stream_only=False, notify_writes=writes
         )
+    # Fallback mode shares the host's kernel objects: what Landlock does not mediate
+    # goes to the broker or is refused (sandbox/attr_broker.py).
+    shared_host = {
+        "supervise_metadata": True,
+        "deny_host_ipc": True,
+        "deny_listen": True,
+        "notify_dgram_pairs": True,
+        "notify_writes": writes,
+    }
     if plan.network.mode == "allowlist":
         return SeccompOptions(
             socket_families=frozenset({AF_INET, AF_INET6}),
             inet_stream_only=True,
             notify_connect=True,
             deny_fastopen=True,
-            notify_writes=writes,
+            **shared_host,
         )
-    return SeccompOptions(socket_families=frozenset(), inet_stream_only=True, notify_writes=writes)
+    return SeccompOptions(socket_families=frozenset(), inet_stream_only=True, **shared_host)
 
 
 def exec_target(
@@ -528,10 +593,8 @@ def exec_target(
                 plan.trace_syscalls, fd_only_flags=dict(plan.trace_fd_only)
             )
             install_filter(program)
-        if options.notify_connect and net is None:  # nobody would answer: connect() hangs
-            raise RuntimeError("a network allowlist without its proxy channel")
-        if options.notify_writes and broker_fd is None:
-            raise RuntimeError("a broker plan without its broker")
+        if options.needs_listener and broker_fd is None:  # nobody would answer: calls hang
+            raise RuntimeError("a supervised call without its broker")
         try:
             notify_fd = install_filter(build_filter(options), new_listener=options.needs_listener)
         except SandboxUnavailable as exc:
@@ -541,14 +604,11 @@ def exec_target(
                 "write grants and (without user namespaces) network allowlists need "
                 f"seccomp user notification (Linux 5.9+), which failed here ({exc.message})"
             ) from exc
-        if notify_fd is not None:
+        if notify_fd is not None and broker_fd is not None:
             from safe_pip.launcher.network import TAG_NOTIFY, send_fd
 
-            if broker_fd is not None:
-                send_fd(broker_fd, TAG_NOTIFY, notify_fd)
-                os.close(broker_fd)
-            elif net is not None:
-                send_fd(net.channel_fd, TAG_NOTIFY, notify_fd)
+            send_fd(broker_fd, TAG_NOTIFY, notify_fd)
+            os.close(broker_fd)
             os.close(notify_fd)
         if net is not None:
             os.close(net.channel_fd)

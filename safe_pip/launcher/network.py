@@ -15,10 +15,10 @@ passing file descriptors.  P goes into the sandbox's proxy variables.  Then:
   two namespaces.  The host listener is closed unused.
 * **fallback mode**: the sandbox shares the host's network stack, so the proxy serves
   the host listener.  The target installs a seccomp filter that turns ``connect()``
-  into a user notification and sends the notification fd out over the pair; the
-  supervisor's :class:`~safe_pip.sandbox.connect_guard.ConnectGuard` lets only
-  ``127.0.0.1:P`` through.  Landlock allows TCP connect to port P only, as a second
-  wall.
+  into a user notification, answered by the broker -- the target's parent -- whose
+  :class:`~safe_pip.sandbox.connect_guard.ConnectGuard` lets only ``127.0.0.1:P``
+  through (launcher/child.py).  Landlock allows TCP connect to port P only, as a
+  second wall.
 
 The pre-fork part imports only ``_socket`` (the C module; ``socket`` would pull in
 ``enum``), so an allowlist costs safe-run's start-up almost nothing; the proxy
@@ -147,7 +147,7 @@ def _raise_fd_limit() -> None:
 
 
 def start_network(setup: NetworkSetup, mode: str) -> None:
-    """Start the proxy (and in fallback mode the connect guard) in daemon threads.
+    """Start the proxy in daemon threads.
 
     Called once the sandbox is set up, after every fork (a process that forks while
     other threads run can deadlock in the child): from the main thread, or in learn
@@ -158,7 +158,6 @@ def start_network(setup: NetworkSetup, mode: str) -> None:
     fds = _received_fds(setup.parent_channel)
     setup.parent_channel.close()
     import socket
-    import threading
 
     from safe_pip.proxy.log import DestinationLog
     from safe_pip.proxy.rules import RuleSet
@@ -179,16 +178,6 @@ def start_network(setup: NetworkSetup, mode: str) -> None:
     else:
         host_fd = setup.host_listener.detach()
         server.serve(socket.socket(fileno=host_fd))
-    notify = fds.pop(TAG_NOTIFY, None)
-    if notify is not None:
-        from safe_pip.sandbox.connect_guard import ConnectGuard
-
-        def refused(address: str, port: int) -> None:
-            # No rule hint: no rule opens a direct connection; clients must use the proxy.
-            log.record(address, port, allowed=False, reason="", hint=None, via="direct")
-
-        guard = ConnectGuard(notify, (PROXY_HOST, setup.port), refused)
-        threading.Thread(target=guard.serve_forever, name="connect-guard", daemon=True).start()
     for fd in fds.values():
         os.close(fd)
 

@@ -18,8 +18,10 @@ from safe_pip.launcher.child import (
     exit_code_from_status,
     landlock_rules_for,
     mount_plan,
+    preload_broker,
     stage1,
 )
+from safe_pip.launcher.leftovers import children_of, kill_leftovers
 from safe_pip.launcher.plan import SandboxPlan
 from safe_pip.sandbox import namespaces
 from safe_pip.sandbox.environment import scrub_own_environ_block
@@ -84,56 +86,13 @@ def _read_reports(fd: int, report: RunReport) -> None:
     os.close(fd)
 
 
-def _children_of(pid: int) -> list[int]:
-    """Our direct children, from /proc (CONFIG_PROC_CHILDREN is often missing)."""
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def _kill_children() -> None:
     """SIGKILL every direct child; the learn-mode tracer reaps them."""
-    for pid in _children_of(os.getpid()):
+    for pid in children_of(os.getpid()):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def kill_leftovers() -> int:
-    """Kill every remaining descendant (they were re-parented to us, the subreaper)."""
-    killed = 0
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return killed
-        if pid:
-            continue
-        children = _children_of(os.getpid())
-        if not children:
-            return killed
-        for child in children:
-            try:
-                os.kill(child, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-        for child in children:
-            try:
-                os.waitpid(child, 0)
-            except ChildProcessError:
-                pass
 
 
 def _start_or_abandon_network(network: NetworkSetup, report: RunReport) -> None:
@@ -198,13 +157,8 @@ def run_sandboxed(
     ns_broker_rules = None
     events_read = events_write = -1
     if plan.broker is not None:
-        # Imported here, before the fork: after it, in the private root or under
-        # Landlock, safe-pip's own files may not be readable (an editable install).
-        import safe_pip.launcher.network
-        import safe_pip.launcher.persistence
-        import safe_pip.sandbox.connect_guard
-        import safe_pip.sandbox.fs_broker  # noqa: F401
-
+        # Before the fork: in the private root safe-pip's own files may not exist.
+        preload_broker()
         if root is not None:
             ns_broker_rules = landlock_rules_for(plan, "namespace", role="broker")
         # The broker's refusals; the program never holds this pipe (it is not

@@ -1,4 +1,4 @@
-"""Supervisor side of fallback-mode networking: decide every ``connect()`` of the sandbox.
+"""The broker's side of fallback-mode networking: decide every ``connect()`` of the sandbox.
 
 Why this exists
 ===============
@@ -8,8 +8,8 @@ Without a network namespace the sandbox shares the host's network stack.  Landlo
 could connect to an attacker's host on that same port number (the known bypass of the
 "Landlock port rule + local proxy" design).  So in fallback mode with a network
 allowlist the seccomp filter turns every ``connect()`` into a user notification
-(``SECCOMP_RET_USER_NOTIF``), and this module, running in the unsandboxed supervisor,
-answers each one.
+(``SECCOMP_RET_USER_NOTIF``), and this module, running in the broker (the program's
+parent, outside its Landlock domain), answers each one.
 
 How a connect is decided, without a time-of-check/time-of-use hole
 ==================================================================
@@ -31,7 +31,7 @@ the sandbox's own ``connect()``.  Instead:
 ``SECCOMP_IOCTL_NOTIF_ID_VALID`` is checked after opening the process's memory and
 after taking its fd, so a recycled thread id can never make us act on another process.
 
-If the supervisor dies the listener closes and every later ``connect()`` in the
+If the broker dies the listener closes and every later ``connect()`` in the
 sandbox fails with ENOSYS: the sandbox loses its network rather than gaining it (and
 the parent-death signal kills it anyway).
 """
@@ -46,8 +46,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-_PIDFD_GETFD = 438  # the unified syscall table: x86_64 and aarch64 alike
-_PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag for a non-leader thread (6.9+)
 _AF_INET = 2
 _EACCES = 13
 _MAX_SOCKADDR = 128  # sizeof(struct sockaddr_storage)
@@ -58,33 +56,20 @@ class ConnectGuard:
 
     ``on_refused(address, port)`` is called for each refused destination (the
     supervisor's report at exit lists them); it must not raise.  :meth:`handle` is a
-    handler for :class:`~safe_pip.sandbox.notify.Notifications` (the filesystem broker
-    serves it on its own listener); :meth:`serve_forever` serves a listener alone.
+    handler for :class:`~safe_pip.sandbox.notify.Notifications`: the broker serves it
+    on the listener it shares with the file handlers (launcher/child.py).
     """
 
     def __init__(
         self,
-        listener_fd: int,
+        notifications: Notifications,
         proxy: tuple[str, int],
         on_refused: Callable[[str, int], None],
-        notifications: Notifications | None = None,
     ) -> None:
-        import ctypes
-
-        self._notifications = notifications or Notifications(listener_fd)
+        self._notifications = notifications
         self._proxy = proxy
         self._proxy_raw = bytes(int(part) for part in proxy[0].split(".")), proxy[1]
         self._on_refused = on_refused
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._libc.syscall.restype = ctypes.c_long
-        self._ctypes = ctypes
-
-    def serve_forever(self) -> None:
-        """Answer ``connect()`` notifications until the sandbox is gone (a daemon
-        thread; ctypes releases the GIL during the blocking calls)."""
-        from safe_pip.sandbox.seccomp import syscall_number
-
-        self._notifications.serve({syscall_number("connect"): self.handle})
 
     def handle(self, notification: Notification) -> Answer:
         """(return value, -errno) for one ``connect(sockfd, address, length)``."""
@@ -108,16 +93,11 @@ class ConnectGuard:
 
     def _connect_for(self, notification: Notification, sockfd: int) -> Answer:
         """Connect the sandbox's own socket to the proxy, from here."""
-        pidfd = pidfd_open(notification.tid)
         try:
-            dup = int(self._libc.syscall(_PIDFD_GETFD, pidfd, sockfd, 0))
-            if dup < 0:
-                return -1, -self._ctypes.get_errno()
-        finally:
-            os.close(pidfd)
+            dup = self._notifications.take_fd(notification, sockfd)
+        except OSError as exc:
+            return -1, -(exc.errno or _EACCES)
         try:
-            if not self._notifications.still_valid(notification):
-                return -1, -_EACCES
             import _socket
 
             sock = _socket.socket(fileno=dup)
@@ -130,19 +110,3 @@ class ConnectGuard:
         finally:
             os.close(dup)
         return (0, 0) if err == 0 else (-1, -err)
-
-
-def pidfd_open(tid: int) -> int:
-    """A pidfd for the notifying thread (its thread-group leader on kernels < 6.9)."""
-    try:
-        return os.pidfd_open(tid)
-    except OSError:
-        pass
-    try:
-        return os.pidfd_open(tid, _PIDFD_THREAD)
-    except OSError:
-        with open(f"/proc/{tid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Tgid:"):
-                    return os.pidfd_open(int(line.split()[1]))
-        raise

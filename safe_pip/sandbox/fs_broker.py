@@ -375,6 +375,58 @@ class FsBroker:
         """Whether ``path`` lies in a grant the broker writes for the program."""
         return self._in(path, self._persistent)
 
+    # -- for the other handlers of the same listener (sandbox/attr_broker.py) -------------
+
+    @property
+    def notifications(self) -> Notifications:
+        return self._n
+
+    @property
+    def learning(self) -> bool:
+        """Learn mode: writes the kernel will refuse are reported as ``outside``."""
+        return self._scratch is not None
+
+    def report(self, line: str) -> None:
+        self._report(line)
+
+    def refuse_write(self, path: str) -> Answer | None:
+        """The answer for changing ``path`` when it lies in a persistent grant and the
+        rules keep it (reported like every refusal); None when they do not."""
+        if not self.persistent(path):
+            return None
+        reason = self._rules.refuse("write", path)
+        return None if reason is None else self._refused("write", path, reason)
+
+    def resolve(self, n: Notification, dirfd: int, raw: bytes, *, follow: bool) -> int:
+        """An O_PATH descriptor of the object ``raw`` names for the program (the last
+        link followed when ``follow``), found the way :meth:`locate` finds parents.
+        Raises OSError as the kernel would answer (ENOENT, ENOTDIR, ELOOP ...)."""
+        located = self._locate(n, dirfd, raw, follow=follow)
+        if located is not None:
+            try:
+                return os.open(
+                    located.name, os.O_PATH | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=located.parent_fd
+                )
+            finally:
+                located.close()
+        path = os.fsdecode(raw)
+        if not path:
+            raise OSError(errno.ENOENT, "empty path")
+        # "/", "." or "..": the path as a whole names a directory.
+        start = self._start(n, dirfd) if not path.startswith("/") else None
+        try:
+            fd = self._open_parent(n, start, path)
+        finally:
+            if start is not None:
+                os.close(start)
+        if fd is None:
+            raise OSError(errno.ENOENT, "not found")
+        return fd
+
+    def start_of(self, n: Notification, dirfd: int) -> int:
+        """An O_PATH descriptor of the program's ``dirfd`` (its cwd for AT_FDCWD)."""
+        return self._start(n, dirfd)
+
     def _leave(self, located: Located, access: str, call: str) -> Answer:
         """Let the kernel decide with the program's rights (see the module doc); in
         learn mode, note a write it will refuse."""

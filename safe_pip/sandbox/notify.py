@@ -60,6 +60,9 @@ _FD_SYNC_WAKE_UP = 1
 _EINTR, _ENOENT, _EINVAL, _EACCES = 4, 2, 22, 13
 O_CLOEXEC = 0o2000000
 _SYS_PROCESS_VM_READV = {"x86_64": 310, "aarch64": 270}.get(os.uname().machine)
+_SYS_PROCESS_VM_WRITEV = {"x86_64": 311, "aarch64": 271}.get(os.uname().machine)
+_PIDFD_GETFD = 438  # the unified syscall table: x86_64 and aarch64 alike
+_PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag for a non-leader thread (6.9+)
 
 
 class _IoVec(ctypes.Structure):
@@ -191,6 +194,23 @@ class Notifications:
         )
         return int(self._libc.ioctl(self.fd, ctypes.c_ulong(NOTIF_ADDFD), request))
 
+    def take_fd(self, notification: Notification, fd: int) -> int:
+        """A copy of the caller's descriptor ``fd`` (``pidfd_getfd``), checked with
+        ``ID_VALID`` afterwards so a recycled tid cannot hand us another process's
+        file.  Raises OSError (EBADF for a descriptor the caller does not have)."""
+        pidfd = pidfd_open(notification.tid)
+        try:
+            dup = int(self._libc.syscall(ctypes.c_long(_PIDFD_GETFD), pidfd, fd & 0xFFFFFFFF, 0))
+            if dup < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(pidfd)
+        if not self.still_valid(notification):
+            os.close(dup)
+            raise ProcessLookupError(notification.tid)
+        return dup
+
     def still_valid(self, notification: Notification) -> bool:
         """Whether the caller is still stopped in this call (so its tid is still it)."""
         value = ctypes.c_uint64(notification.id)
@@ -233,6 +253,32 @@ class Notifications:
             raise ProcessLookupError(notification.tid)
         return data
 
+    def write(self, notification: Notification, address: int, data: bytes) -> None:
+        """Write ``data`` at ``address`` in the calling thread's memory (an output
+        argument of a call the broker performed, such as socketpair's array).
+        Raises OSError (EFAULT) when it cannot be written whole."""
+        if _SYS_PROCESS_VM_WRITEV is None:
+            raise OSError(38, "process_vm_writev is not available")
+        if not self.still_valid(notification):
+            raise ProcessLookupError(notification.tid)
+        buffer = ctypes.create_string_buffer(data, len(data))
+        local, remote = _IoVec(), _IoVec()
+        local.base, local.len = ctypes.addressof(buffer), len(data)
+        remote.base, remote.len = address, len(data)
+        written = int(
+            self._libc.syscall(
+                ctypes.c_long(_SYS_PROCESS_VM_WRITEV),
+                ctypes.c_long(notification.tid),
+                ctypes.byref(local),
+                ctypes.c_ulong(1),
+                ctypes.byref(remote),
+                ctypes.c_ulong(1),
+                ctypes.c_ulong(0),
+            )
+        )
+        if written != len(data):
+            raise OSError(14, "bad address")  # EFAULT, as the kernel would say
+
     def read_path(self, notification: Notification, address: int) -> bytes:
         """The NUL-terminated path at ``address`` (at most PATH_MAX bytes)."""
         if address == 0:
@@ -251,3 +297,19 @@ def _pread_partial(fd: int, size: int, address: int) -> bytes:
     except OSError:
         page = 4096 - (address % 4096)
         return os.pread(fd, page, address)
+
+
+def pidfd_open(tid: int) -> int:
+    """A pidfd for the notifying thread (its thread-group leader on kernels < 6.9)."""
+    try:
+        return os.pidfd_open(tid)
+    except OSError:
+        pass
+    try:
+        return os.pidfd_open(tid, _PIDFD_THREAD)
+    except OSError:
+        with open(f"/proc/{tid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Tgid:"):
+                    return os.pidfd_open(int(line.split()[1]))
+        raise

@@ -136,6 +136,23 @@ class SeccompOptions:
     can write or create, ``creat``, ``truncate``, and every call that creates,
     removes or renames an entry -- becomes a user notification for the filesystem
     broker (:mod:`safe_pip.sandbox.fs_broker`); reads stay on the fast path.
+
+    Fallback mode shares the host's kernel objects that Landlock does not mediate;
+    these options put them under the broker or out of reach
+    (:mod:`safe_pip.sandbox.attr_broker`):
+
+    ``supervise_metadata``: mode, owner, time and extended-attribute changes (by
+    path or descriptor), the inode-flag ioctls and ``inotify_add_watch`` are
+    decided by the broker; ``fanotify_init`` is refused and ``file_setattr`` gets
+    ENOSYS (callers fall back to the ioctl, which the broker sees).
+    ``deny_host_ipc``: SysV IPC and POSIX message queues (host-wide namespaces of
+    their own) are refused.
+    ``deny_listen``: ``listen()`` is refused; an unbound socket would bind itself to
+    an ephemeral port on every address without ever asking Landlock.
+    ``notify_dgram_pairs``: ``socketpair(AF_UNIX, SOCK_DGRAM)`` is made by the
+    broker (as SOCK_SEQPACKET, which keeps message boundaries but ignores a
+    destination address: a datagram socket could ``sendto`` any pathname socket of
+    the host).
     """
 
     socket_families: frozenset[int] | None = None
@@ -144,11 +161,20 @@ class SeccompOptions:
     notify_connect: bool = False
     deny_fastopen: bool = False
     notify_writes: bool = False
+    supervise_metadata: bool = False
+    deny_host_ipc: bool = False
+    deny_listen: bool = False
+    notify_dgram_pairs: bool = False
 
     @property
     def needs_listener(self) -> bool:
         """Whether the filter notifies anyone (and so needs a listener fd)."""
-        return self.notify_connect or self.notify_writes
+        return (
+            self.notify_connect
+            or self.notify_writes
+            or self.supervise_metadata
+            or self.notify_dgram_pairs
+        )
 
 
 # --- kernel ABI constants (linux/seccomp.h, linux/bpf_common.h, linux/audit.h) ---
@@ -172,6 +198,7 @@ _AT_EMPTY_PATH = 0x1000
 # errno values are the asm-generic ones, identical on x86_64 and aarch64; spelled
 # out so a program built for one arch on another host stays correct.
 _EPERM = 1
+_EACCES = 13
 _ENOSYS = 38
 _EAFNOSUPPORT = 97
 
@@ -185,6 +212,7 @@ _AF_UNIX = 1
 _AF_INET = 2
 _AF_INET6 = 10
 _SOCK_STREAM = 1
+_SOCK_DGRAM = 2
 _SOCK_TYPE_MASK = 0xF
 _IPPROTO_TCP = 6
 _MSG_FASTOPEN = 0x20000000
@@ -200,6 +228,9 @@ _FAMILY_NAMES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 1
 
 _TIOCSTI = 0x5412
 _TIOCLINUX = 0x541C
+#: Inode flags and attributes set through a descriptor (chattr): FS_IOC_SETFLAGS,
+#: FS_IOC_FSSETXATTR, FS_IOC_SETVERSION (the same numbers on x86_64 and aarch64).
+_INODE_ATTR_IOCTLS = (0x40086602, 0x401C5820, 0x40087602)
 _PER_LINUX = 0
 _PERSONALITY_QUERY = 0xFFFFFFFF
 
@@ -237,18 +268,33 @@ _UNIFIED_SYSCALLS: Mapping[str, int] = {
     "mount_setattr": 442,
     "quotactl_fd": 443,
     "fchmodat2": 452,
+    "setxattrat": 463,
+    "removexattrat": 466,
     "open_tree_attr": 467,
+    "file_setattr": 469,
 }
 
 _X86_64_SYSCALLS: Mapping[str, int] = {
     "open": 2,
     "ioctl": 16,
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
     "socket": 41,
     "connect": 42,
     "sendto": 44,
     "sendmsg": 46,
+    "listen": 50,
     "socketpair": 53,
     "clone": 56,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "shmdt": 67,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
     "truncate": 76,
     "rename": 82,
     "mkdir": 83,
@@ -259,8 +305,12 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "symlink": 88,
     "chmod": 90,
     "fchmod": 91,
+    "chown": 92,
+    "fchown": 93,
+    "lchown": 94,
     "ptrace": 101,
     "syslog": 103,
+    "utime": 132,
     "mknod": 133,
     "uselib": 134,
     "personality": 135,
@@ -278,21 +328,40 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "init_module": 175,
     "delete_module": 176,
     "quotactl": 179,
+    "setxattr": 188,
+    "lsetxattr": 189,
+    "fsetxattr": 190,
+    "removexattr": 197,
+    "lremovexattr": 198,
+    "fremovexattr": 199,
     "lookup_dcookie": 212,
+    "semtimedop": 220,
+    "utimes": 235,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
+    "mq_notify": 244,
+    "mq_getsetattr": 245,
     "kexec_load": 246,
     "add_key": 248,
     "request_key": 249,
     "keyctl": 250,
+    "inotify_add_watch": 254,
     "openat": 257,
     "mkdirat": 258,
     "mknodat": 259,
+    "fchownat": 260,
+    "futimesat": 261,
     "unlinkat": 263,
     "renameat": 264,
     "linkat": 265,
     "symlinkat": 266,
     "fchmodat": 268,
     "unshare": 272,
+    "utimensat": 280,
     "perf_event_open": 298,
+    "fanotify_init": 300,
     "name_to_handle_at": 303,
     "open_by_handle_at": 304,
     "sendmmsg": 307,
@@ -308,7 +377,14 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
 }
 
 _AARCH64_SYSCALLS: Mapping[str, int] = {
+    "setxattr": 5,
+    "lsetxattr": 6,
+    "fsetxattr": 7,
+    "removexattr": 14,
+    "lremovexattr": 15,
+    "fremovexattr": 16,
     "lookup_dcookie": 18,
+    "inotify_add_watch": 27,
     "ioctl": 29,
     "mknodat": 33,
     "mkdirat": 34,
@@ -323,10 +399,13 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "chroot": 51,
     "fchmod": 52,
     "fchmodat": 53,
+    "fchownat": 54,
+    "fchown": 55,
     "openat": 56,
     "vhangup": 58,
     "quotactl": 60,
     "acct": 89,
+    "utimensat": 88,
     "personality": 92,
     "unshare": 97,
     "kexec_load": 104,
@@ -335,8 +414,27 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "syslog": 116,
     "ptrace": 117,
     "reboot": 142,
+    "mq_open": 180,
+    "mq_unlink": 181,
+    "mq_timedsend": 182,
+    "mq_timedreceive": 183,
+    "mq_notify": 184,
+    "mq_getsetattr": 185,
+    "msgget": 186,
+    "msgctl": 187,
+    "msgrcv": 188,
+    "msgsnd": 189,
+    "semget": 190,
+    "semctl": 191,
+    "semtimedop": 192,
+    "semop": 193,
+    "shmget": 194,
+    "shmctl": 195,
+    "shmat": 196,
+    "shmdt": 197,
     "socket": 198,
     "socketpair": 199,
+    "listen": 201,
     "connect": 203,
     "sendto": 206,
     "sendmsg": 211,
@@ -347,6 +445,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "swapon": 224,
     "swapoff": 225,
     "perf_event_open": 241,
+    "fanotify_init": 262,
     "name_to_handle_at": 264,
     "open_by_handle_at": 265,
     "setns": 268,
@@ -502,15 +601,26 @@ def _emit_guarded(asm: _Assembler, nr: int, body: Callable[[_Assembler], None]) 
     asm.place(end)
 
 
-def _ioctl_body(asm: _Assembler) -> None:
-    """Refuse terminal input injection (TIOCSTI) and console control (TIOCLINUX)."""
-    deny = asm.new_label()
-    asm.load_arg_low(1)
-    asm.jump(_JEQ, _TIOCSTI, deny, 0)
-    asm.jump(_JEQ, _TIOCLINUX, deny, 0)
-    asm.ret(_RET_ALLOW)
-    asm.place(deny)
-    asm.ret(_errno(_EPERM))
+def _ioctl_body(supervise_metadata: bool) -> Callable[[_Assembler], None]:
+    """Refuse terminal input injection (TIOCSTI) and console control (TIOCLINUX);
+    with ``supervise_metadata`` the inode-attribute ioctls go to the broker."""
+
+    def body(asm: _Assembler) -> None:
+        deny, notify = asm.new_label(), asm.new_label()
+        asm.load_arg_low(1)
+        asm.jump(_JEQ, _TIOCSTI, deny, 0)
+        asm.jump(_JEQ, _TIOCLINUX, deny, 0)
+        if supervise_metadata:
+            for command in _INODE_ATTR_IOCTLS:
+                asm.jump(_JEQ, command, notify, 0)
+        asm.ret(_RET_ALLOW)
+        asm.place(deny)
+        asm.ret(_errno(_EPERM))
+        if supervise_metadata:
+            asm.place(notify)
+            asm.ret(_RET_USER_NOTIF)
+
+    return body
 
 
 def _clone_body(asm: _Assembler) -> None:
@@ -578,12 +688,23 @@ def _socket_body(options: SeccompOptions) -> Callable[[_Assembler], None]:
     return body
 
 
-def _socketpair_body(families: frozenset[int]) -> Callable[[_Assembler], None]:
-    """socketpair(): AF_UNIX always (see module docstring), else the family allowlist."""
+def _socketpair_body(
+    families: frozenset[int], *, notify_dgram: bool
+) -> Callable[[_Assembler], None]:
+    """socketpair(): AF_UNIX always (see module docstring), else the family allowlist;
+    with ``notify_dgram`` an AF_UNIX datagram pair is made by the broker."""
 
     def body(asm: _Assembler) -> None:
         asm.load_arg_low(0)
         _emit_family_check(asm, families | {_AF_UNIX})
+        if notify_dgram:
+            allow = asm.new_label()
+            asm.jump(_JEQ, _AF_UNIX, 0, allow)
+            asm.load_arg_low(1)
+            asm.and_(_SOCK_TYPE_MASK)
+            asm.jump(_JEQ, _SOCK_DGRAM, 0, allow)
+            asm.ret(_RET_USER_NOTIF)
+            asm.place(allow)
         asm.ret(_RET_ALLOW)
 
     return body
@@ -733,8 +854,26 @@ _WRITE_CALLS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _setid_rules(notify_writes: bool) -> list[_Rule]:
+#: Metadata changes Landlock does not mediate (up to ABI 7): with
+#: ``supervise_metadata`` each is decided by the broker (the chmod family above
+#: keeps its setid check first).
+_METADATA_CALLS: tuple[str, ...] = (
+    "chown", "fchown", "lchown", "fchownat", "utime", "utimes", "futimesat", "utimensat",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "setxattrat", "removexattrat", "inotify_add_watch",
+)  # fmt: skip
+#: The host's SysV IPC and POSIX message queues (``deny_host_ipc``).
+_HOST_IPC_CALLS: tuple[str, ...] = (
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semtimedop", "semctl",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+)  # fmt: skip
+_MODE_CALLS = ("chmod", "fchmod", "fchmodat", "fchmodat2")
+
+
+def _setid_rules(options: SeccompOptions) -> list[_Rule]:
     rules = []
+    notify_writes = options.notify_writes
     for name, flags_index, mode_index in _SETID_CALLS:
         creates = name in ("creat", "mknod", "mknodat")
         if flags_index is not None:
@@ -743,7 +882,7 @@ def _setid_rules(notify_writes: bool) -> list[_Rule]:
                 summary += "; an open that can write is decided by the filesystem broker"
             body = _open_body(flags_index, mode_index, notify_writes=notify_writes)
             rules.append(_guarded_rule(name, summary, body))
-        elif notify_writes and creates:
+        elif (notify_writes and creates) or (options.supervise_metadata and name in _MODE_CALLS):
             body = _setid_mode_then_notify_body(mode_index)
             rules.append(_guarded_rule(name, _SETID_SUMMARY + _BROKER_SUMMARY, body))
         else:
@@ -753,11 +892,14 @@ def _setid_rules(notify_writes: bool) -> list[_Rule]:
 
 def _argument_rules(options: SeccompOptions) -> list[_Rule]:
     """Rules that inspect arguments, most frequently called syscall first."""
-    setid = _setid_rules(options.notify_writes)
+    setid = _setid_rules(options)
     rules = setid[:2]  # openat and open: the busiest calls of all
-    rules.append(
-        _guarded_rule("ioctl", "EPERM for TIOCSTI and TIOCLINUX (low 32 bits of cmd)", _ioctl_body)
-    )
+    ioctl_summary = "EPERM for TIOCSTI and TIOCLINUX (low 32 bits of cmd)"
+    if options.supervise_metadata:
+        ioctl_summary += "; inode flags (FS_IOC_SETFLAGS, FSSETXATTR, SETVERSION) " + (
+            "decided by the filesystem broker"
+        )
+    rules.append(_guarded_rule("ioctl", ioctl_summary, _ioctl_body(options.supervise_metadata)))
     families = options.socket_families
     if families is not None or options.inet_stream_only:
         parts = []
@@ -770,7 +912,10 @@ def _argument_rules(options: SeccompOptions) -> list[_Rule]:
         rules.append(_guarded_rule("socket", "; ".join(parts), _socket_body(options)))
     if families is not None:
         summary = f"EAFNOSUPPORT unless family is one of: {_family_list(families | {_AF_UNIX})}"
-        rules.append(_guarded_rule("socketpair", summary, _socketpair_body(families)))
+        if options.notify_dgram_pairs:
+            summary += "; an AF_UNIX SOCK_DGRAM pair is made by the broker (as SOCK_SEQPACKET)"
+        body = _socketpair_body(families, notify_dgram=options.notify_dgram_pairs)
+        rules.append(_guarded_rule("socketpair", summary, body))
     if options.deny_namespaces:
         rules.append(_guarded_rule("clone", "EPERM when flags contain CLONE_NEW*", _clone_body))
     if options.deny_fastopen:
@@ -798,6 +943,18 @@ def _rules(options: SeccompOptions) -> list[_Rule]:
     if options.notify_writes:
         summary = "decided by the filesystem broker (user notification)"
         rules += [_plain_rule(name, _RET_USER_NOTIF, summary) for name in _WRITE_CALLS]
+    if options.supervise_metadata:
+        summary = "decided by the filesystem broker (user notification)"
+        rules += [_plain_rule(name, _RET_USER_NOTIF, summary) for name in _METADATA_CALLS]
+        rules.append(_plain_rule("fanotify_init", _errno(_EPERM), "EPERM"))
+        rules.append(
+            _plain_rule("file_setattr", _errno(_ENOSYS), "ENOSYS, so callers use the ioctl")
+        )
+    if options.deny_host_ipc:
+        summary = "EPERM (the host's IPC namespace)"
+        rules += [_plain_rule(name, _errno(_EPERM), summary) for name in _HOST_IPC_CALLS]
+    if options.deny_listen:
+        rules.append(_plain_rule("listen", _errno(_EACCES), "EACCES (no serving)"))
     rules.append(_OPENAT2_RULE)
     if options.deny_namespaces:
         rules.append(_CLONE3_RULE)
