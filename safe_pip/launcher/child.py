@@ -222,13 +222,19 @@ def parent_of_target(
         channel = broker_end = None
         proxy_port = net.port if net is not None else None
         if mode == "fallback":
-            preload_broker()
             _guard_leftovers()
         if plan.broker is not None or mode == "fallback":
             if mode == "namespace" or os.geteuid() == 0:
                 namespaces.drop_capabilities()  # the program's DAC rights, no more
             if broker_rules is None:
                 broker_rules = landlock_rules_for(plan, mode, role="broker")
+            if rules is None and plan.broker is None:
+                rules = broker_rules  # no persistent grant: both domains are the same
+            if mode == "fallback":
+                # The broker's own code is imported after the fork, in its thread,
+                # while the program starts (namespace mode imported it before: in the
+                # private root safe-pip's files may not exist).
+                broker_rules = [*broker_rules, *_own_code_rules()]
             apply_landlock(plan, mode, broker_rules, proxy_port)
             import _socket
 
@@ -266,13 +272,26 @@ def parent_of_target(
         fail(report_fd, EXIT_INTERNAL, f"sandbox setup failed: {exc}")
 
 
+def _int32(value: int) -> bytes:
+    return value.to_bytes(4, sys.byteorder, signed=True)
+
+
+def _own_code_rules() -> list[Rule]:
+    """Read access to safe-pip's package and its interpreter's standard library, for the
+    broker's domain only (the program's may not include them)."""
+    import _ctypes
+
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    stdlib = os.path.dirname(os.path.realpath(os.__file__))
+    dynload = os.path.dirname(os.path.realpath(_ctypes.__file__))
+    return [(path, landlock.READ) for path in dict.fromkeys((package, stdlib, dynload))]
+
+
 def preload_broker() -> None:
-    """Import what the broker and the program's last steps need while safe-pip's own
-    files are still readable: after the private root (namespace mode) or the broker's
-    Landlock domain (fallback mode) they may not be (an editable install, a venv
+    """Import what the broker needs while safe-pip's own files are still readable: in
+    namespace mode's private root they may not exist (an editable install, a venv
     outside the grants)."""
     import safe_pip.launcher.leftovers
-    import safe_pip.launcher.network
     import safe_pip.launcher.persistence
     import safe_pip.sandbox.attr_broker
     import safe_pip.sandbox.connect_guard
@@ -605,10 +624,13 @@ def exec_target(
                 f"seccomp user notification (Linux 5.9+), which failed here ({exc.message})"
             ) from exc
         if notify_fd is not None and broker_fd is not None:
-            from safe_pip.launcher.network import TAG_NOTIFY, send_fd
+            import _socket
 
-            send_fd(broker_fd, TAG_NOTIFY, notify_fd)
-            os.close(broker_fd)
+            channel = _socket.socket(fileno=broker_fd)
+            channel.sendmsg(
+                [b"notify"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _int32(notify_fd))]
+            )
+            channel.close()
             os.close(notify_fd)
         if net is not None:
             os.close(net.channel_fd)

@@ -49,7 +49,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 
 from safe_pip.sandbox.notify import CONTINUE, DEFERRED, Answer, Notification, Notifications
 
@@ -474,7 +473,11 @@ class FsBroker:
                 # the broker goes on answering everyone else meanwhile.
                 parent = os.dup(located.parent_fd)
                 args = (n, parent, located.name, flags)
-                threading.Thread(target=self._open_fifo, args=args, daemon=True).start()
+                # _thread, not threading: importing threading costs every fallback
+                # run about 4 ms of start-up (this module is loaded before the fork).
+                import _thread
+
+                _thread.start_new_thread(self._open_fifo, args)
                 return DEFERRED
             # The program's umask shapes only a file that is made now.
             old = os.umask(self._umask(n)) if creates and not exists else None
