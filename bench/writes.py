@@ -1,12 +1,14 @@
-"""Measure what the filesystem broker costs: writes to a persistent grant, and reads.
+"""Measure what the broker costs: writes to a persistent grant, metadata changes, reads.
 
 With a write grant that outlives the run (``write = ["."]``, the ``project-write``
 profile), every call that can write there stops in a seccomp user notification and
 the broker -- the program's parent in the sandbox -- performs it on the program's
 behalf (safe_pip/sandbox/fs_broker.py).  Writes to the private TMPDIR stop too (the
-filter cannot tell paths apart) and are handed straight back to the kernel.  Reads
-never stop.  This script measures those three cases side by side with bare
-``python``, in each sandbox mode, and how many microseconds each brokered call adds.
+filter cannot tell paths apart) and are handed straight back to the kernel.  In
+fallback mode the broker also decides every metadata change (chmod, utime, xattrs:
+safe_pip/sandbox/attr_broker.py), with or without a write grant.  Reads never stop.
+This script measures those cases side by side with bare ``python``, in each sandbox
+mode, and how many microseconds each supervised call adds.
 
 Workloads (each a fresh Python process that times its own loop with
 ``perf_counter``, so interpreter and sandbox start-up are not in the figures):
@@ -14,7 +16,11 @@ Workloads (each a fresh Python process that times its own loop with
 - **create**: create and write 2000 small files in the project, then remove them;
 - **rewrite**: open 2000 existing files with ``"w"`` (O_CREAT|O_TRUNC) and write;
 - **tmpdir**: create 2000 files in ``$TMPDIR`` (the sandbox's scratch space);
-- **read**: read 2000 existing files.
+- **read**: read 2000 existing files;
+- **scratch**: create 2000 files in ``$TMPDIR`` under a policy without write grants
+  (nothing stops in either mode: the common case);
+- **chmod**: ``chmod`` 2000 files in ``$TMPDIR`` under that policy (one broker round
+  trip each in fallback mode, none in namespace mode).
 
 Usage (from a venv where safe-pip is installed, e.g. ``nox -s bench_writes``)::
 
@@ -37,7 +43,9 @@ from typing import Any
 
 from startup import MODE_ENV, NO_USERNS_VAR, add_target_arguments, comma_list, write_project
 
-WORKLOADS = ("create", "rewrite", "tmpdir", "read")
+WORKLOADS = ("create", "rewrite", "tmpdir", "read", "scratch", "chmod")
+#: Workloads run in a project without write grants (no [tool.safe-run] table).
+PLAIN_WORKLOADS = ("scratch", "chmod")
 PYPROJECT = """\
 [project]
 name = "safe-run-writes-bench"
@@ -50,11 +58,20 @@ extends = ["project-write"]
 SCRIPT = """\
 import os, sys, time
 kind, count, where = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-if kind == "tmpdir":
+if kind in ("tmpdir", "scratch", "chmod"):
     where = os.environ.get("TMPDIR", "/tmp")
 names = [os.path.join(where, f"f{i:05d}") for i in range(count)]
+if kind == "chmod":
+    for name in names:
+        open(name, "w").close()
 start = time.perf_counter()
-if kind in ("create", "tmpdir"):
+if kind == "chmod":
+    for name in names:
+        os.chmod(name, 0o600)
+    elapsed = time.perf_counter() - start
+    for name in names:
+        os.unlink(name)
+elif kind in ("create", "tmpdir", "scratch"):
     for name in names:
         with open(name, "w") as handle:
             handle.write("x" * 64)
@@ -115,22 +132,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             (data / f"f{i:05d}").write_text("z" * 64)
         scratch = project / "scratch"
         scratch.mkdir()
+        plain = project / "plain"  # no [tool.safe-run]: the default policy, no write grant
+        plain.mkdir()
+        (plain / "pyproject.toml").write_text('[project]\nname = "plain"\nversion = "0"\n')
+        (plain / "work.py").write_text(SCRIPT, encoding="utf-8")
         venv = ["--venv", str(args.venv)] if args.venv else []
-        commands: list[tuple[str, str, list[str], dict[str, str]]] = []
+        commands: list[tuple[str, str, list[str], dict[str, str], Path]] = []
         for workload in args.workloads:
             where = str(data if workload in ("rewrite", "read") else scratch)
             words = ["work.py", workload, str(args.files), where]
+            cwd = plain if workload in PLAIN_WORKLOADS else project
             bare_env = {**base_env, "TMPDIR": tmp}
-            commands.append((workload, "bare", [str(python), *words], bare_env))
+            commands.append((workload, "bare", [str(python), *words], bare_env, cwd))
             for mode in args.modes:
                 env = {**base_env, **MODE_ENV[mode]}
-                commands.append((workload, mode, [str(args.safe_run), *venv, *words], env))
+                argv = [str(args.safe_run), *venv, *words]
+                commands.append((workload, mode, argv, env, cwd))
         for round_index in range(args.rounds + 1):  # the first round warms caches
             order = (
                 commands[round_index % len(commands) :] + commands[: round_index % len(commands)]
             )
-            for workload, side, argv_, env in order:
-                elapsed = run_once(argv_, project, env)
+            for workload, side, argv_, env, cwd in order:
+                elapsed = run_once(argv_, cwd, env)
                 if round_index:
                     samples.setdefault((workload, side), []).append(elapsed)
     rows: list[dict[str, Any]] = []
@@ -161,9 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"interleaved rounds; Python {meta['python']}, kernel {meta['kernel']}, "
         f"euid {meta['euid']}"
     )
+    both = {"namespace", "fallback"} <= set(args.modes)
     header = f"{'workload':<9} {'bare':>8}"
     for mode in args.modes:
         header += f" {mode:>10} {'ratio':>6} {'+us/call':>8}"
+    if both:
+        header += f" {'fb/ns':>6}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -173,8 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" {row[f'{mode}_ms']:>9.1f}m {row[f'{mode}_ratio']:>5.2f}x"
                 f" {row[f'{mode}_us_per_call']:>8.1f}"
             )
+        if both:
+            line += f" {row['fallback_vs_namespace']:>5.2f}x"
         print(line)
-    print("(ms for the workload's loop alone; +us/call: added per file operation)")
+    print(
+        "(ms for the workload's loop alone; +us/call: added per file operation; "
+        "fb/ns: fallback mode over namespace mode)"
+    )
     return 0
 
 

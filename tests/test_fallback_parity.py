@@ -498,3 +498,74 @@ def test_nothing_outside_connects_in(world: World, mode: str) -> None:
     boxed, got = _serve_and_knock(argv, world.project, world.env(mode))
     assert "DONE" in boxed, boxed
     assert got == b"" and "LEAK" not in boxed, boxed
+
+
+# --- other processes of the user: priority, scheduling, limits ------------------------------
+
+TASKS = """
+import os, resource, sys
+victim = int(sys.argv[1])
+attacks = {
+    "renice": lambda: os.setpriority(os.PRIO_PROCESS, victim, 19),
+    "pin": lambda: os.sched_setaffinity(victim, {0}),
+    "limit": lambda: resource.prlimit(victim, resource.RLIMIT_CORE, (0, 0)),
+}
+for name, attack in attacks.items():
+    try:
+        attack()
+    except OSError as exc:
+        print("BLOCKED", name, exc.strerror)
+    else:
+        print("LEAK", name)
+# Its own processes stay its own: itself by pid, a child by pid.
+os.setpriority(os.PRIO_PROCESS, os.getpid(), 1)
+child = os.fork()
+if child == 0:
+    __import__("time").sleep(5)
+    os._exit(0)
+os.setpriority(os.PRIO_PROCESS, child, 3)
+os.sched_setaffinity(child, os.sched_getaffinity(0))
+resource.prlimit(child, resource.RLIMIT_CORE, (0, 0))
+print("OWN", os.getpriority(os.PRIO_PROCESS, child))
+os.kill(child, 9)
+print("DONE")
+"""
+
+
+def _task_state(pid: int) -> tuple[int, frozenset[int], tuple[int, int]]:
+    import resource
+
+    return (
+        os.getpriority(os.PRIO_PROCESS, pid),
+        frozenset(os.sched_getaffinity(pid)),
+        resource.prlimit(pid, resource.RLIMIT_CORE),
+    )
+
+
+def test_other_processes_of_the_user_cannot_be_reniced_pinned_or_limited(
+    world: World, mode: str
+) -> None:
+    """Without a pid namespace every process of the user is a target for setpriority,
+    sched_setaffinity and prlimit; the program may still change its own."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning needs two CPUs to show")
+    script = world.write_script(TASKS, "tasks.py")
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        before = _task_state(victim.pid)
+        plain = world.run_plain(script, str(victim.pid))
+        assert plain.stdout.count("LEAK") == 3, plain.stdout + plain.stderr
+        assert _task_state(victim.pid) != before
+    finally:
+        victim.kill()
+        victim.wait()
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        before = _task_state(victim.pid)
+        boxed = world.run_safe(mode, str(script), str(victim.pid))
+        assert "DONE" in boxed.stdout, boxed.stdout + boxed.stderr
+        assert "LEAK" not in boxed.stdout and "OWN 3" in boxed.stdout, boxed.stdout
+        assert _task_state(victim.pid) == before
+    finally:
+        victim.kill()
+        victim.wait()

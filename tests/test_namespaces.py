@@ -14,9 +14,12 @@ import secrets
 import select
 import signal
 import socket
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -335,3 +338,46 @@ def test_child_subreaper_adopts_orphans(enabled: bool) -> None:
         return f"reaped {os.waitstatus_to_exitcode(status)}"
 
     assert in_child(body) == ("reaped 7" if enabled else "not ours")
+
+
+# ----------------------------------------------------------------- doctor's advice
+
+
+def test_doctor_advice_for_ubuntus_apparmor_restriction() -> None:
+    """Ubuntu 24.04: the supported way is a profile for one dedicated executable; a
+    profile for the interpreter would open user namespaces to every Python program,
+    and safe-pip never switches the restriction off itself."""
+    from safe_pip.sandbox.probe import namespace_advice
+
+    why = (
+        "AppArmor restricts unprivileged user namespaces "
+        "(kernel.apparmor_restrict_unprivileged_userns=1); mount(MS_PRIVATE) inside "
+        "the new namespace failed: Operation not permitted"
+    )
+    advice = " ".join(namespace_advice(why))
+    assert "`userns,`" in advice and "dedicated" in advice
+    assert os.path.realpath(sys.executable) in advice
+    assert "every Python program" in advice
+    assert "administrator's decision" in advice
+
+
+def test_doctor_advice_follows_the_probes_own_explanations() -> None:
+    from safe_pip.sandbox.probe import namespace_advice
+
+    container = ns._explain_failure("unshare(NEWUSER)", errno.EPERM)
+    assert "seccomp profile" in " ".join(namespace_advice(container))
+    assert "unset" in namespace_advice(f"disabled by {ns.NO_USERNS_ENV}")[0]
+    for why in (container, "anything else"):
+        assert any("docs/sandbox.md" in line for line in namespace_advice(why))
+
+
+def test_doctor_in_fallback_mode_says_why_and_what_holds() -> None:
+    env = {**os.environ, ns.NO_USERNS_ENV: "1"}
+    doctor = subprocess.run(
+        [str(Path(sys.executable).parent / "safe-pip"), "doctor"],
+        capture_output=True, text=True, check=False, timeout=60, env=env,
+    )  # fmt: skip
+    assert doctor.returncode == 0, doctor.stderr
+    assert "mode: fallback" in doctor.stdout
+    assert f"namespace mode is off: disabled by {ns.NO_USERNS_ENV}" in doctor.stdout
+    assert "supervised-calls     yes" in doctor.stdout

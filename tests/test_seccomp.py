@@ -1398,3 +1398,40 @@ def test_fallback_options_send_unmediated_calls_to_the_broker(
     for name in ("fchmod", "utimensat", "inotify_add_watch", "listen", "shmget"):
         assert evaluate(plain, nr[name], audit, (3, 0, 0, 0)) == allow, name
     assert evaluate(plain, nr["socketpair"], audit, (socket.AF_UNIX, 2, 0)) == allow
+
+
+@pytest.mark.parametrize(
+    ("arch", "audit", "nr"),
+    [
+        ("x86_64", AUDIT_ARCH_X86_64, {"setpriority": 141, "ioprio_set": 251,
+                                        "sched_setaffinity": 203, "prlimit64": 302}),
+        ("aarch64", AUDIT_ARCH_AARCH64, {"setpriority": 140, "ioprio_set": 30,
+                                         "sched_setaffinity": 122, "prlimit64": 261}),
+    ],
+    ids=["x86_64", "aarch64"],
+)  # fmt: skip
+def test_own_tasks_only(arch: str, audit: int, nr: dict[str, int]) -> None:
+    """Itself at once, another pid through the broker, another group or every process
+    of the user never; a prlimit query passes."""
+    prog = build_filter(SeccompOptions(own_tasks_only=True), arch)
+    notif, eperm, allow = 0x7FC00000, RET_ERRNO | errno.EPERM, RET_ALLOW
+    prio_process, prio_pgrp, prio_user = 0, 1, 2
+    setpriority = nr["setpriority"]
+    assert evaluate(prog, setpriority, audit, (prio_process, 0, 5)) == allow
+    assert evaluate(prog, setpriority, audit, (prio_process, 4242, 5)) == notif
+    assert evaluate(prog, setpriority, audit, (prio_pgrp, 0, 5)) == allow
+    assert evaluate(prog, setpriority, audit, (prio_pgrp, 4242, 5)) == eperm
+    assert evaluate(prog, setpriority, audit, (prio_user, 0, 5)) == eperm
+    assert evaluate(prog, setpriority, audit, (prio_user, 1000, 5)) == eperm
+    assert evaluate(prog, nr["ioprio_set"], audit, (1, 0, 0)) == allow
+    assert evaluate(prog, nr["ioprio_set"], audit, (1, 4242, 0)) == notif
+    assert evaluate(prog, nr["ioprio_set"], audit, (3, 1000, 0)) == eperm
+    assert evaluate(prog, nr["sched_setaffinity"], audit, (0, 8, 0)) == allow
+    assert evaluate(prog, nr["sched_setaffinity"], audit, (4242, 8, 0)) == notif
+    prlimit = nr["prlimit64"]
+    assert evaluate(prog, prlimit, audit, (0, 4, 0x7FFF0000, 0)) == allow
+    assert evaluate(prog, prlimit, audit, (4242, 4, 0, 0x7FFF0000)) == allow  # a query
+    assert evaluate(prog, prlimit, audit, (4242, 4, 0x7FFF0000, 0)) == notif
+    assert evaluate(prog, prlimit, audit, (4242, 4, 1 << 32, 0)) == notif  # high word
+    plain = build_filter(SeccompOptions(), arch)
+    assert evaluate(plain, setpriority, audit, (prio_user, 1000, 5)) == allow

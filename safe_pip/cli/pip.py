@@ -32,18 +32,18 @@ def cli() -> None:
 @cli.command()
 def doctor() -> None:
     """Report every sandbox layer and whether it is in force for this user."""
-    from safe_pip.sandbox.probe import format_layers, probe_layers, running_as
+    from safe_pip.sandbox import namespaces
+    from safe_pip.sandbox.probe import format_layers, namespace_advice, probe_layers, running_as
 
-    mode, layers = probe_layers()
+    userns = namespaces.userns_available()
+    mode, layers = probe_layers(userns=userns)
     click.echo(f"safe-run sandbox on this machine ({running_as()}), mode: {mode}")
     for row in format_layers(layers):
         click.echo("  " + row)
     if mode == "fallback":
-        click.echo(
-            "  weaker in fallback mode: denied paths can still be stat()ed, pathname unix "
-            "sockets are reachable only by refusing socket() entirely, and descendants "
-            "survive if safe-run itself is killed."
-        )
+        click.echo(f"namespace mode is off: {userns[1]}")
+        for line in namespace_advice(userns[1]):
+            click.echo("  " + line)
     missing = [layer.name for layer in layers if not layer.in_force]
     if any(name == "landlock-filesystem" for name in missing):
         click.echo("safe-run will refuse to run (exit 125) unless --allow-degraded is given.")

@@ -543,6 +543,7 @@ def seccomp_options(plan: SandboxPlan, mode: str) -> SeccompOptions:
         "deny_host_ipc": True,
         "deny_listen": True,
         "notify_dgram_pairs": True,
+        "own_tasks_only": True,
         "notify_writes": writes,
     }
     if plan.network.mode == "allowlist":

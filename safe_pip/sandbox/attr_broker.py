@@ -44,7 +44,7 @@ import ctypes
 import errno
 import os
 
-from safe_pip.sandbox.notify import Answer, Notification
+from safe_pip.sandbox.notify import CONTINUE, Answer, Notification
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -156,6 +156,13 @@ class AttrBroker:
             "inotify_add_watch": self._inotify_add_watch,
             "ioctl": self._ioctl,
             "socketpair": self._socketpair,
+            "setpriority": lambda n: self._own_task(n, n.args[1]),
+            "ioprio_set": lambda n: self._own_task(n, n.args[1]),
+            "sched_setaffinity": lambda n: self._own_task(n, n.args[0]),
+            "sched_setscheduler": lambda n: self._own_task(n, n.args[0]),
+            "sched_setparam": lambda n: self._own_task(n, n.args[0]),
+            "sched_setattr": lambda n: self._own_task(n, n.args[0]),
+            "prlimit64": lambda n: self._own_task(n, n.args[0]),
         }
         found: dict[int, Callable[[Notification], Answer]] = {}
         for name, handler in table.items():
@@ -452,6 +459,40 @@ class AttrBroker:
                 os.close(fd)
         finally:
             os.close(instance)
+
+    def _own_task(self, n: Notification, pid_arg: int) -> Answer:
+        """A priority, scheduling or limit change aimed at another pid: only a process
+        of the sandbox (a descendant of the broker) may be its target; any other
+        gets ESRCH, as in namespace mode, where it does not exist.  The arguments are
+        registers, copied at the call, so letting the kernel go on (``CONTINUE``)
+        carries out exactly what was checked; the pid could only name another process
+        if it were freed and handed out again in between, which takes wrapping the
+        whole pid space."""
+        pid = _fd_arg(pid_arg)  # pid_t: the low 32 bits, signed
+        if pid > 0 and self._in_sandbox(pid):
+            return CONTINUE
+        return (-1, -errno.ESRCH)
+
+    def _in_sandbox(self, pid: int) -> bool:
+        me = os.getpid()
+        for _hop in range(128):
+            try:
+                with open(f"/proc/{pid}/status", "rb") as status:
+                    fields = dict(
+                        line.split(b":", 1) for line in status.read().splitlines() if b":" in line
+                    )
+            except OSError:
+                return False
+            tgid = int(fields.get(b"Tgid", b"0"))
+            if tgid == me:
+                return False  # the broker itself is not the program's to change
+            parent = int(fields.get(b"PPid", b"0"))
+            if parent == me:
+                return True
+            if parent <= 1:
+                return False
+            pid = parent
+        return False
 
     def _socketpair(self, n: Notification) -> Answer:
         """socketpair(AF_UNIX, SOCK_DGRAM, ...) as a SOCK_SEQPACKET pair: connected,

@@ -51,9 +51,18 @@ def probe_layers(*, userns: tuple[bool, str] | None = None) -> tuple[str, list[L
             "private root: only granted paths exist; denied paths are empty; "
             "protected paths are read-only binds; private /tmp and /dev/shm"
             if ns_ok
-            else f"not available: {ns_why}; deny/protected paths are enforced by "
-            "Landlock carving only (stat() still sees hidden paths, new files cannot be "
-            "created directly in a directory that contains a protected path)",
+            else f"not available: {ns_why}; denied paths are kept by Landlock carving "
+            "(their names can still be listed and stat()ed), protected ones by the broker",
+        ),
+        Layer(
+            "supervised-calls",
+            True,
+            "not needed: the namespaces keep metadata read-only and IPC private"
+            if ns_ok
+            else "mode/owner/time/xattr changes and inotify watches decided by the broker "
+            "against the grants; priority, scheduling and limits of the sandbox's own "
+            "processes only; datagram socketpairs cannot address outside sockets; "
+            "SysV IPC, POSIX message queues, fanotify and listen() refused",
         ),
         Layer(
             "network-isolation",
@@ -64,7 +73,7 @@ def probe_layers(*, userns: tuple[bool, str] | None = None) -> tuple[str, list[L
             else "host network stack; network none: seccomp refuses socket() "
             "(socketpair allowed); network.allow: TCP sockets only (no UDP, raw, "
             "netlink, vsock, MPTCP, TCP Fast Open), every connect() decided by the "
-            "supervisor (only the proxy at 127.0.0.1)"
+            "broker (only the proxy at 127.0.0.1), listen() refused"
             + ("; Landlock TCP: no bind, connect only to the proxy's port" if abi >= 4 else ""),
         ),
         Layer(
@@ -79,8 +88,9 @@ def probe_layers(*, userns: tuple[bool, str] | None = None) -> tuple[str, list[L
             True,
             "pid namespace: every descendant dies with the target"
             if ns_ok
-            else "child subreaper: leftover descendants are killed after the target "
-            "exits (they survive if safe-run itself is SIGKILLed)",
+            else "the broker is a child subreaper: descendants are killed when the "
+            "target exits and when safe-run itself dies (SIGKILL included); only if the "
+            "broker and safe-run are both killed can a daemon survive",
         ),
         Layer("seccomp", seccomp_available(), "ptrace, TIOCSTI, keyctl, bpf, mount, ... refused"),
         Layer(
@@ -105,3 +115,49 @@ def format_layers(layers: list[Layer]) -> list[str]:
 
 def running_as() -> str:
     return f"uid {os.getuid()}" + (" (root)" if os.getuid() == 0 else "")
+
+
+def namespace_advice(why: str) -> list[str]:
+    """What a user can do about namespace mode being off, given ``why`` it is, in the
+    supported way for that cause; nothing here changes the machine."""
+    if "SAFE_PIP_NO_USERNS" in why:
+        return ["unset SAFE_PIP_NO_USERNS to use namespace mode"]
+    if "AppArmor" in why:
+        return [
+            "Ubuntu restricts unprivileged user namespaces to programs whose AppArmor "
+            "profile allows them (kernel.apparmor_restrict_unprivileged_userns=1).",
+            "The supported way is a profile granting `userns,` to one dedicated "
+            "executable. safe-run creates its namespaces from the Python interpreter, "
+            f"and a profile for that ({_interpreter()}) would open user namespaces to "
+            "every Python program on the machine: safe-pip does not recommend it, and "
+            "ships no dedicated helper yet.",
+            "Turning the restriction off machine-wide (sysctl "
+            "kernel.apparmor_restrict_unprivileged_userns=0) is an administrator's "
+            "decision about every program, not safe-pip's.",
+            "Fallback mode holds the same guarantees with the differences listed in "
+            'docs/sandbox.md ("What fallback mode still does differently").',
+        ]
+    if "unprivileged_userns_clone" in why or "max_user_namespaces" in why:
+        return [
+            "User namespaces are switched off for this machine by a sysctl; enabling "
+            "them is an administrator's decision for every program.",
+            "Fallback mode holds the same guarantees with the differences listed in "
+            "docs/sandbox.md.",
+        ]
+    if "EPERM" in why or "refused" in why:
+        return [
+            "In a container, the runtime's seccomp profile refuses unshare (Docker's "
+            "default does); a profile that allows CLONE_NEWUSER for this container "
+            "gives namespace mode back.",
+            "Fallback mode holds the same guarantees with the differences listed in "
+            "docs/sandbox.md.",
+        ]
+    return [
+        "Fallback mode holds the same guarantees with the differences listed in docs/sandbox.md."
+    ]
+
+
+def _interpreter() -> str:
+    import sys
+
+    return os.path.realpath(sys.executable)

@@ -153,6 +153,11 @@ class SeccompOptions:
     broker (as SOCK_SEQPACKET, which keeps message boundaries but ignores a
     destination address: a datagram socket could ``sendto`` any pathname socket of
     the host).
+    ``own_tasks_only``: priority, scheduling, I/O priority and resource-limit changes
+    only for the program's own processes: on itself (pid 0) at once, on another pid
+    after the broker found it in the sandbox; never on a process group other than
+    its own or on every process of the user (``PRIO_USER``).  Without a pid
+    namespace every process of the user is a valid target.
     """
 
     socket_families: frozenset[int] | None = None
@@ -165,6 +170,7 @@ class SeccompOptions:
     deny_host_ipc: bool = False
     deny_listen: bool = False
     notify_dgram_pairs: bool = False
+    own_tasks_only: bool = False
 
     @property
     def needs_listener(self) -> bool:
@@ -174,6 +180,7 @@ class SeccompOptions:
             or self.notify_writes
             or self.supervise_metadata
             or self.notify_dgram_pairs
+            or self.own_tasks_only
         )
 
 
@@ -314,6 +321,9 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "mknod": 133,
     "uselib": 134,
     "personality": 135,
+    "setpriority": 141,
+    "sched_setparam": 142,
+    "sched_setscheduler": 144,
     "vhangup": 153,
     "pivot_root": 155,
     "chroot": 161,
@@ -334,6 +344,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "removexattr": 197,
     "lremovexattr": 198,
     "fremovexattr": 199,
+    "sched_setaffinity": 203,
     "lookup_dcookie": 212,
     "semtimedop": 220,
     "utimes": 235,
@@ -347,6 +358,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "add_key": 248,
     "request_key": 249,
     "keyctl": 250,
+    "ioprio_set": 251,
     "inotify_add_watch": 254,
     "openat": 257,
     "mkdirat": 258,
@@ -362,6 +374,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "utimensat": 280,
     "perf_event_open": 298,
     "fanotify_init": 300,
+    "prlimit64": 302,
     "name_to_handle_at": 303,
     "open_by_handle_at": 304,
     "sendmmsg": 307,
@@ -369,6 +382,7 @@ _X86_64_SYSCALLS: Mapping[str, int] = {
     "process_vm_readv": 310,
     "process_vm_writev": 311,
     "finit_module": 313,
+    "sched_setattr": 314,
     "renameat2": 316,
     "kexec_file_load": 320,
     "bpf": 321,
@@ -386,6 +400,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "lookup_dcookie": 18,
     "inotify_add_watch": 27,
     "ioctl": 29,
+    "ioprio_set": 30,
     "mknodat": 33,
     "mkdirat": 34,
     "unlinkat": 35,
@@ -413,6 +428,10 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "delete_module": 106,
     "syslog": 116,
     "ptrace": 117,
+    "sched_setparam": 118,
+    "sched_setscheduler": 119,
+    "sched_setaffinity": 122,
+    "setpriority": 140,
     "reboot": 142,
     "mq_open": 180,
     "mq_unlink": 181,
@@ -445,6 +464,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "swapon": 224,
     "swapoff": 225,
     "perf_event_open": 241,
+    "prlimit64": 261,
     "fanotify_init": 262,
     "name_to_handle_at": 264,
     "open_by_handle_at": 265,
@@ -453,6 +473,7 @@ _AARCH64_SYSCALLS: Mapping[str, int] = {
     "process_vm_readv": 270,
     "process_vm_writev": 271,
     "finit_module": 273,
+    "sched_setattr": 274,
     "renameat2": 276,
     "bpf": 280,
     "userfaultfd": 282,
@@ -546,6 +567,10 @@ class _Assembler:
     def load_arg_low(self, index: int) -> None:
         """A = low 32 bits of ``args[index]`` (little-endian layout)."""
         self.load(_OFF_ARGS + 8 * index)
+
+    def load_arg_high(self, index: int) -> None:
+        """A = high 32 bits of ``args[index]`` (for a pointer's NULL test)."""
+        self.load(_OFF_ARGS + 8 * index + 4)
 
     def and_(self, mask: int) -> None:
         """A &= ``mask``."""
@@ -720,6 +745,56 @@ def _fastopen_body(flags_index: int) -> Callable[[_Assembler], None]:
         asm.ret(_RET_ALLOW)
 
     return body
+
+
+def _own_task_body(
+    who_index: int, which: tuple[int, int, int] | None = None, query_index: int | None = None
+) -> Callable[[_Assembler], None]:
+    """A call that targets a task: pid 0 (the caller) passes, another pid goes to the
+    broker.  ``which`` = the (process, group, user) values of a ``which`` argument in
+    args[0]: the caller's own group (0) passes, another group and any user are
+    refused.  ``query_index``: a pointer argument whose NULL makes the call a query."""
+
+    def body(asm: _Assembler) -> None:
+        allow, deny, notify, process = (asm.new_label() for _ in range(4))
+        if query_index is not None:
+            past = asm.new_label()
+            asm.load_arg_low(query_index)
+            asm.jump(_JEQ, 0, 0, past)
+            asm.load_arg_high(query_index)
+            asm.jump(_JEQ, 0, allow, past)
+            asm.place(past)
+        if which is not None:
+            by_process, by_group, by_user = which
+            asm.load_arg_low(0)
+            asm.jump(_JEQ, by_process, process, 0)
+            asm.jump(_JEQ, by_user, deny, 0)
+            asm.jump(_JEQ, by_group, 0, allow)  # anything else: the kernel's EINVAL
+            asm.load_arg_low(who_index)
+            asm.jump(_JEQ, 0, allow, deny)
+        asm.place(process)
+        asm.load_arg_low(who_index)
+        asm.jump(_JEQ, 0, allow, notify)
+        asm.place(deny)
+        asm.ret(_errno(_EPERM))
+        asm.place(notify)
+        asm.ret(_RET_USER_NOTIF)
+        asm.place(allow)
+        asm.ret(_RET_ALLOW)
+
+    return body
+
+
+#: Calls that change another task: (name, who/pid index, which values, query index).
+_TASK_CALLS: tuple[tuple[str, int, tuple[int, int, int] | None, int | None], ...] = (
+    ("setpriority", 1, (0, 1, 2), None),  # PRIO_PROCESS, PRIO_PGRP, PRIO_USER
+    ("ioprio_set", 1, (1, 2, 3), None),  # IOPRIO_WHO_PROCESS, _PGRP, _USER
+    ("sched_setaffinity", 0, None, None),
+    ("sched_setscheduler", 0, None, None),
+    ("sched_setparam", 0, None, None),
+    ("sched_setattr", 0, None, None),
+    ("prlimit64", 0, None, 2),  # a NULL new limit only reads
+)
 
 
 def _setid_mode_body(mode_index: int) -> Callable[[_Assembler], None]:
@@ -955,6 +1030,10 @@ def _rules(options: SeccompOptions) -> list[_Rule]:
         rules += [_plain_rule(name, _errno(_EPERM), summary) for name in _HOST_IPC_CALLS]
     if options.deny_listen:
         rules.append(_plain_rule("listen", _errno(_EACCES), "EACCES (no serving)"))
+    if options.own_tasks_only:
+        summary = "itself only at once; another pid decided by the broker; no other group or user"
+        for name, who, which, query in _TASK_CALLS:
+            rules.append(_guarded_rule(name, summary, _own_task_body(who, which, query)))
     rules.append(_OPENAT2_RULE)
     if options.deny_namespaces:
         rules.append(_CLONE3_RULE)
