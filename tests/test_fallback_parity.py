@@ -569,3 +569,28 @@ def test_other_processes_of_the_user_cannot_be_reniced_pinned_or_limited(
     finally:
         victim.kill()
         victim.wait()
+
+
+# --- what ordinary programs read ----------------------------------------------------------
+
+CPU_QUOTA = """
+import os
+for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+    try:
+        with open(path) as handle:
+            print("read", path, handle.read().strip())
+    except FileNotFoundError:
+        print("absent", path)
+    except PermissionError:
+        print("REFUSED", path)
+print("DONE")
+"""
+
+
+def test_cpu_quota_files_read_or_absent_never_refused(world: World, mode: str) -> None:
+    """joblib/loky checks that the cgroup CPU quota file exists, then opens it: an
+    EACCES there (Landlock) crashes every Parallel() in fallback mode."""
+    script = world.write_script(CPU_QUOTA, "quota.py")
+    out = world.run_safe(mode, str(script))
+    assert "DONE" in out.stdout, out.stdout + out.stderr
+    assert "REFUSED" not in out.stdout, out.stdout
