@@ -82,29 +82,48 @@ def _id_arg(value: int) -> int:
     return -1 if value == 0xFFFFFFFF else value
 
 
-def _within(path: str, roots: Iterable[str]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+class _Roots:
+    """A set of directory trees: is a path in one of them?  One set lookup per path
+    component, not one comparison per root: a policy's grants and base's deny list
+    are a few hundred paths, and every supervised call asks."""
+
+    __slots__ = ("_roots",)
+
+    def __init__(self, roots: Iterable[str]) -> None:
+        self._roots = frozenset(os.path.normpath(os.path.realpath(p)) for p in roots)
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        roots = self._roots
+        while True:
+            if path in roots:
+                return True
+            if path in ("/", ""):
+                return False
+            path = os.path.dirname(path)
 
 
 class Areas:
     """Where the program may read and write: the same grants its Landlock domain and
     namespace mode's mounts are built from, as real paths."""
 
-    __slots__ = ("deny", "read", "write")
+    __slots__ = ("_deny", "_read", "_write")
 
     def __init__(self, read: Iterable[str], write: Iterable[str], deny: Iterable[str]) -> None:
-        self.write = tuple(os.path.realpath(p) for p in write)
-        self.read = (*tuple(os.path.realpath(p) for p in read), *self.write)
-        self.deny = tuple(os.path.realpath(p) for p in deny)
+        write = tuple(write)
+        self._write = _Roots(write)
+        self._read = _Roots((*read, *write))
+        self._deny = _Roots(deny)
 
     def denied(self, path: str) -> bool:
-        return _within(path, self.deny)
+        return path in self._deny
 
     def writable(self, path: str) -> bool:
-        return _within(path, self.write) and not self.denied(path)
+        return path in self._write and not self.denied(path)
 
     def readable(self, path: str) -> bool:
-        return _within(path, self.read) and not self.denied(path)
+        return path in self._read and not self.denied(path)
 
 
 class AttrBroker:

@@ -99,6 +99,7 @@ class Notifications:
         self._recv_request = ctypes.c_ulong(NOTIF_RECV)
         self._iovecs = (_IoVec(), _IoVec())
         self._scratch = ctypes.create_string_buffer(4096)
+        self._pidfds: dict[int, int] = {}
         # Best effort: before Linux 6.6 this answers EINVAL and a round trip is slower.
         # The flags travel by value, not through a pointer.
         self.sync_wake_up = (
@@ -138,6 +139,7 @@ class Notifications:
                 answer = (-1, -_EACCES)
             if answer is not DEFERRED:
                 self.answer(notification, answer)
+
 
     def receive(self) -> Notification | None:
         """The next notification, or None when it vanished (its caller was killed)."""
@@ -198,18 +200,34 @@ class Notifications:
         """A copy of the caller's descriptor ``fd`` (``pidfd_getfd``), checked with
         ``ID_VALID`` afterwards so a recycled tid cannot hand us another process's
         file.  Raises OSError (EBADF for a descriptor the caller does not have)."""
-        pidfd = pidfd_open(notification.tid)
-        try:
-            dup = int(self._libc.syscall(ctypes.c_long(_PIDFD_GETFD), pidfd, fd & 0xFFFFFFFF, 0))
-            if dup < 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        finally:
-            os.close(pidfd)
+        pidfd = self._pidfd(notification.tid)
+        dup = int(self._libc.syscall(ctypes.c_long(_PIDFD_GETFD), pidfd, fd & 0xFFFFFFFF, 0))
+        if dup < 0:
+            err = ctypes.get_errno()
+            self._forget_pidfd(notification.tid)  # it may name a thread that is gone
+            raise OSError(err, os.strerror(err))
         if not self.still_valid(notification):
             os.close(dup)
             raise ProcessLookupError(notification.tid)
         return dup
+
+    def _pidfd(self, tid: int) -> int:
+        """A pidfd for ``tid``, kept for the next call of the same thread: a busy
+        program makes thousands of calls from a few threads.  Safe to keep: a pidfd
+        names one process, and a tid is not handed out again while that process
+        lives; one whose process is gone fails (ESRCH) and is opened afresh."""
+        pidfd = self._pidfds.get(tid)
+        if pidfd is None:
+            if len(self._pidfds) >= 64:
+                for old in list(self._pidfds)[:32]:
+                    self._forget_pidfd(old)
+            pidfd = self._pidfds[tid] = pidfd_open(tid)
+        return pidfd
+
+    def _forget_pidfd(self, tid: int) -> None:
+        pidfd = self._pidfds.pop(tid, None)
+        if pidfd is not None:
+            os.close(pidfd)
 
     def still_valid(self, notification: Notification) -> bool:
         """Whether the caller is still stopped in this call (so its tid is still it)."""
