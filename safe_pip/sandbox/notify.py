@@ -140,7 +140,6 @@ class Notifications:
             if answer is not DEFERRED:
                 self.answer(notification, answer)
 
-
     def receive(self) -> Notification | None:
         """The next notification, or None when it vanished (its caller was killed)."""
         ctypes.memset(self._buffer, 0, NOTIF.size)  # RECV insists on a zeroed struct
