@@ -720,8 +720,12 @@ class _IndexHandler(BaseHTTPRequestHandler):
                 body=b"",
             )
         )
+        location = index.redirect(unquote(split.path), self.headers)
         refusal = index.refuse(self.headers)
-        if refusal is not None:
+        if location is not None:
+            status, body, content_type = 302, b"", "text/plain; charset=utf-8"
+            extra_headers = {"Location": location}
+        elif refusal is not None:
             status, body, content_type, extra_headers = refusal
         else:
             status, body, content_type = index.respond(unquote(split.path))
@@ -810,6 +814,11 @@ class LocalIndex(RecordingHttpService):
         The hook for an index that checks requests before serving them (the HTTPS
         index with Basic auth of tls_servers.py); the plain index serves everyone.
         """
+        return None
+
+    def redirect(self, path: str, headers: Message) -> str | None:
+        """Where to send a request for ``path`` instead (a 302), or None: the hook for
+        an index that redirects some clients (see test_install_cli.py)."""
         return None
 
     def respond(self, path: str) -> tuple[int, bytes, str]:

@@ -145,3 +145,45 @@ def test_real_pypi_smoke(world: World) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     ran = subprocess.run([str(venv / "bin" / "python"), "-c", "import six"], check=False)
     assert ran.returncode == 0
+
+
+class _RedirectingIndex(LocalIndex):
+    """An index whose sdist links answer safe-pip's own (trusted, unsandboxed) fetch --
+    urllib's user agent -- with a 302 to ``target``; uv in the sandbox gets the file."""
+
+    def __init__(self, directory: Path, target: str) -> None:
+        super().__init__(directory)
+        self.target = target
+
+    def redirect(self, path: str, headers: object) -> str | None:
+        agent = str(getattr(headers, "get", lambda *_: "")("User-Agent", ""))
+        if path.startswith("/files/") and path.endswith(".tar.gz") and "urllib" in agent:
+            return self.target
+        return None
+
+
+def test_the_trusted_sdist_fetch_follows_no_redirect_out(
+    world: World, mode: str, index_dir: Path
+) -> None:
+    """A malicious index sends safe-pip's own sdist download (made outside any
+    sandbox) to an internal service, standing in for the cloud metadata endpoint."""
+    import urllib.request
+
+    with TcpSink(idle_timeout=0.5) as canary:
+        target = f"http://127.0.0.1:{canary.port}/latest/meta-data/iam/security-credentials/"
+        with _RedirectingIndex(index_dir, target) as index:
+            prefix = BENIGN_SDIST.replace("-", "_") + "-"
+            sdist = next(p.name for p in index_dir.iterdir() if p.name.startswith(prefix))
+            # Control: a plain urllib fetch of that link follows the redirect inside.
+            try:
+                urllib.request.urlopen(f"http://{index.authority}/files/{sdist}", timeout=10)
+            except OSError:
+                pass  # the canary answers nothing useful; being reached is the point
+            assert wait_until(lambda: canary.seen(), 5), "the control never reached the canary"
+            canary.reset()
+            venv = world.root / "venv"
+            result = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_SDIST)
+            assert result.returncode != 0, result.stdout + result.stderr
+            assert "redirected (302)" in result.stderr and target in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+        assert not canary.seen()

@@ -395,7 +395,12 @@ def _build_all(
     jobs: list[tuple[str, str, bool]] = []  # (label, source, editable)
     for package in to_build:
         sdist = fetch_sdist(
-            package, work, request.index_urls, request.find_links, request.credentials
+            package,
+            work,
+            request.index_urls,
+            request.find_links,
+            request.credentials,
+            request.extra_hosts,
         )
         jobs.append((f"{package.name}=={package.version}", sdist, False))
     jobs += [(os.path.basename(s), s, False) for s in local_builds]

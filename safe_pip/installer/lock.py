@@ -109,13 +109,14 @@ def fetch_sdist(
     index_urls: Sequence[str],
     find_links: Sequence[str] = (),
     credentials: Sequence[ArmedCredential] = (),
+    extra_hosts: Sequence[str] = (),
 ) -> str:
     """Fetch a locked sdist into ``directory`` and check its sha256 against the lock.
 
     It must come from one of the indexes' hosts over http(s), or from inside a local
     find-links folder the user named: this process runs unsandboxed and must not be
     talked into fetching, say, the cloud metadata service or ``~/.ssh/id_ed25519``
-    for a build to read.
+    for a build to read; redirects are held to the same rules (installer/fetch.py).
     """
     if package.sdist_sha256 is None or (package.sdist_url is None and package.sdist_path is None):
         raise SafePipError(
@@ -136,7 +137,9 @@ def fetch_sdist(
         with open(path, "rb") as copied:
             digest.update(copied.read())
     else:
-        path = _download(package, directory, index_urls, find_links, digest, credentials)
+        path = _download(
+            package, directory, index_urls, find_links, digest, credentials, extra_hosts
+        )
     if digest.hexdigest() != package.sdist_sha256:
         raise SafePipError(f"{os.path.basename(path)}: sha256 does not match the resolution")
     return path
@@ -149,9 +152,10 @@ def _download(
     find_links: Sequence[str],
     digest: hashlib._Hash,
     credentials: Sequence[ArmedCredential],
+    extra_hosts: Sequence[str] = (),
 ) -> str:
-    import urllib.request
-
+    from safe_pip.credentials.tls import upstream_context
+    from safe_pip.installer.fetch import open_checked
     from safe_pip.installer.index_credentials import basic_auth_for
 
     url = package.sdist_url or ""
@@ -165,22 +169,20 @@ def _download(
             f"the resolution names an sdist of {package.name} outside the indexes; refusing it"
         )
     path = os.path.join(directory, url.rsplit("/", 1)[-1].split("#")[0])
-    from safe_pip.credentials.tls import upstream_context
-
-    # The trust settings from os.environ, not OpenSSL's getenv(): running a sandbox
-    # zeroes this process's environment block (see sandbox/environment.py).
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}),
-        urllib.request.HTTPSHandler(context=upstream_context(os.environ)),
-    )
     parts = urlsplit(url)
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    fetch = urllib.request.Request(bare)
-    authorization = basic_auth_for(url, credentials, index_urls)
-    if authorization is not None:
-        fetch.add_unredirected_header("Authorization", authorization)
     try:
-        with opener.open(fetch, timeout=60) as response, open(path, "wb") as out:
+        # The trust settings from os.environ, not OpenSSL's getenv(): running a
+        # sandbox zeroes this process's environment block (sandbox/environment.py).
+        with (
+            open_checked(
+                bare,
+                allow=[*hosts, *extra_hosts],
+                context=upstream_context(os.environ),
+                authorization=basic_auth_for(url, credentials, index_urls),
+            ) as response,
+            open(path, "wb") as out,
+        ):
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
