@@ -722,6 +722,17 @@ class _IndexHandler(BaseHTTPRequestHandler):
         )
         location = index.redirect(unquote(split.path), self.headers)
         refusal = index.refuse(self.headers)
+        parts = None if refusal is not None else index.parts(unquote(split.path), self.headers)
+        if parts is not None:  # a body in several chunks (Transfer-Encoding: chunked)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if send_body:
+                for part in parts:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+            return
         if location is not None:
             status, body, content_type = 302, b"", "text/plain; charset=utf-8"
             extra_headers = {"Location": location}
@@ -814,6 +825,11 @@ class LocalIndex(RecordingHttpService):
         The hook for an index that checks requests before serving them (the HTTPS
         index with Basic auth of tls_servers.py); the plain index serves everyone.
         """
+        return None
+
+    def parts(self, path: str, headers: Message) -> list[bytes] | None:
+        """A body to send in these chunks for ``path`` (checked requests only), or
+        None: the hook for an index that echoes what it was sent."""
         return None
 
     def redirect(self, path: str, headers: Message) -> str | None:

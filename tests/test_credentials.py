@@ -333,6 +333,87 @@ def test_the_real_key_is_nowhere_inside(
     assert any(where == "echoed by the API" for where in boxed["found"]), boxed  # type: ignore[union-attr]
 
 
+# -- attack: the API echoes the value back, encoded or split ----------------------------------
+
+ECHO_FORMS_PROBE = """
+import base64, gzip, json, os, re, ssl, urllib.parse, urllib.request
+
+key = os.environ["OPENAI_API_KEY"]
+root = os.environ.get("OPENAI_BASE_URL") or os.environ["ECHO_ROOT"]  # the route, if any
+decoded = {}
+for form in json.loads(os.environ["FORMS"]):
+    auth = {"Authorization": "Bearer " + key}
+    request = urllib.request.Request(f"{root}/echo-forms/{form}", headers=auth)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+            if response.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+    except OSError as error:
+        decoded[form] = f"error {error}"
+        continue
+    text = body.decode("latin-1")
+    try:
+        if form == "basic":
+            text = base64.b64decode(body).decode("latin-1").partition(":")[2]
+        elif form == "b64":
+            text = base64.b64decode(body)[2:].decode("latin-1")
+        elif form == "urlsafe":
+            text = base64.urlsafe_b64decode(body)[1:].decode("latin-1")
+        elif form == "percent":
+            text = urllib.parse.unquote(text)
+        elif form == "json-u":
+            text = json.loads('"' + text + '"')
+        elif form == "hex":
+            text = bytes.fromhex(text).decode("latin-1")
+        elif form in ("chunked", "gzip"):
+            text = text.removeprefix("your key is ").removesuffix(" (end)")
+    except Exception as error:
+        text = f"undecodable {type(error).__name__}"
+    decoded[form] = text
+print(json.dumps(decoded))
+"""
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_an_echoed_value_comes_back_as_the_phantom_in_every_form(
+    world: World,
+    mode: str,
+    route: str,
+    api: FakeApi,
+    ca: tuple[TestCA, Path],
+    real_key: str,
+) -> None:
+    """The credential's own host echoes what it received -- base64 in a Basic header,
+    percent-encoded, JSON escapes, hex, split over two chunks, gzip-compressed --
+    and none of it may give the program the real value."""
+    from tls_servers import ECHO_FORMS
+
+    forms = json.dumps(ECHO_FORMS)
+    plain = last_json(
+        run_plainly(
+            world, ECHO_FORMS_PROBE, ca[1], OPENAI_API_KEY=real_key,
+            ECHO_ROOT=api.base_url, FORMS=forms,
+        )
+    )  # fmt: skip
+    assert plain == dict.fromkeys(ECHO_FORMS, real_key), plain  # the control: all decode
+    set_policy(world, credential_table(api, route))
+    root = api.base_url
+    result = run_sandboxed(
+        world, mode, ECHO_FORMS_PROBE, ca[1], *allow_env("ECHO_ROOT", "FORMS"),
+        OPENAI_API_KEY=real_key, ECHO_ROOT=root, FORMS=forms,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    boxed = last_json(result)
+    assert set(boxed) == set(ECHO_FORMS)
+    assert real_key not in result.stdout + result.stderr
+    core = real_key[3:-3]  # base64 may keep a character or two at each end
+    for form, text in boxed.items():
+        assert core not in text, (form, text)
+    # The API did answer each form (it needs the real key): the raw echo is the phantom.
+    assert boxed["raw"].startswith("sk-") and len(boxed["raw"]) == len(real_key), boxed
+
+
 # -- attack: the phantom sent to another allowed host ----------------------------------------
 
 LEAK_TO_ORIGIN = """
@@ -489,3 +570,69 @@ def test_explain_lists_credentials_without_values(
     assert "[tool.safe-run.credentials.github]" in result.stdout
     assert real_key not in result.stdout and "ghp_" not in result.stdout
     assert os.environ.get("OPENAI_API_KEY") != real_key
+
+
+# -- a local gateway over plain HTTP (LiteLLM, a model server on loopback) -------------------
+
+GATEWAY_PROBE = """
+import json, os, urllib.error, urllib.request
+request = urllib.request.Request(
+    os.environ["GATEWAY"] + "/models",
+    headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]},
+)
+try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        print(json.dumps({"status": response.status}))
+except urllib.error.HTTPError as error:
+    print(json.dumps({"status": error.code, "body": error.read().decode()}))
+"""
+
+
+@pytest.fixture
+def gateway(ca: tuple[TestCA, Path], real_key: str) -> Iterator[FakeApi]:
+    with FakeApi(ca[0], real_key, tls=False) as served:
+        yield served
+
+
+def test_a_plain_http_gateway_on_loopback_needs_plain_http_and_says_so(
+    world: World, mode: str, gateway: FakeApi, ca: tuple[TestCA, Path], real_key: str
+) -> None:
+    """Without ``plain-http = true`` the request is refused with the reason and the
+    key to add (not "it may only go to" the very host it was going to); with it, the
+    gateway gets the real key and the program still only the phantom."""
+    table = (
+        "[tool.safe-run.credentials.gateway]\n"
+        f'env = "OPENAI_API_KEY"\nhosts = ["{gateway.authority}"]\n'
+    )
+    set_policy(world, table)
+    env = {"OPENAI_API_KEY": real_key, "GATEWAY": gateway.base_url}
+    refused = run_sandboxed(world, mode, GATEWAY_PROBE, ca[1], *allow_env("GATEWAY"), **env)
+    answer = last_json(refused)
+    assert answer["status"] == 403, answer
+    said = str(answer.get("body", "")) + refused.stderr
+    assert "plain HTTP" in said and "clear text" in said, said
+    assert "plain-http = true" in said and "may only go to" not in said, said
+    assert not gateway.requests
+    set_policy(world, table + "plain-http = true\n")
+    served = run_sandboxed(world, mode, GATEWAY_PROBE, ca[1], *allow_env("GATEWAY"), **env)
+    assert last_json(served) == {"status": 200}, served.stdout + served.stderr
+    assert real_key not in served.stdout + served.stderr
+    assert any(gateway.authorised(_Headers(r.headers)) for r in gateway.requests)
+
+
+class _Headers(dict[str, str]):
+    """Recorded (lower-cased) headers, readable like a message's."""
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+def test_plain_http_is_refused_for_a_host_that_is_not_loopback(world: World) -> None:
+    set_policy(
+        world,
+        '[tool.safe-run.credentials.gw]\nenv = "GW_KEY"\nhosts = ["gateway.example:4000"]\n'
+        "plain-http = true\n",
+    )
+    result = world.run_safe("namespace", "--explain", env_extra={"GW_KEY": "x" * 20})
+    assert result.returncode == 125, result.stdout + result.stderr
+    assert "plain-http" in result.stderr and "loopback" in result.stderr, result.stderr

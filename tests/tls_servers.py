@@ -253,6 +253,14 @@ class _FakeApiServer(TlsHttpServer):
         super().__init__(api.host, _FakeApiHandler)
 
 
+class _PlainFakeApiServer(QuietHttpServer):
+    api: FakeApi
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        super().__init__(api.host, _FakeApiHandler)
+
+
 class _FakeApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -286,6 +294,9 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
             )
         )
         route = (self.command, split.path.rstrip("/"))
+        if split.path.startswith("/v1/echo-forms/") and api.authorised(self.headers):
+            self._echo_form(split.path.removeprefix("/v1/echo-forms/"))
+            return
         if route not in _ROUTES:
             self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
             return
@@ -298,6 +309,47 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
             self._json(200, headers)
         else:
             self._chat(body)
+
+    def _echo_form(self, form: str) -> None:
+        """The key this request carried, sent back in ``form`` (see ECHO_FORMS): a
+        server echoing a credential in the ways the proxy must see through."""
+        key = self.server.api.api_key.encode()
+        body = {
+            "raw": key,
+            "basic": base64.b64encode(b"user:" + key),
+            "b64": base64.b64encode(b"xy" + key),
+            "urlsafe": base64.urlsafe_b64encode(b"z" + key),
+            "percent": "".join(f"%{b:02X}" for b in key).encode(),
+            "json-u": "".join(f"\\u{b:04x}" for b in key).encode(),
+            "hex": key.hex().encode(),
+        }.get(form)
+        if form == "chunked":  # the key split over two chunks
+            half = len(key) // 2
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"your key is " + key[:half], key[half:], b" (end)"):
+                self._chunk(part)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if form == "gzip":
+            import gzip
+
+            packed = gzip.compress(b"your key is " + key)
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
+            return
+        if body is None:
+            self._json(404, {"error": {"message": "no such form"}})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _chat(self, body: bytes) -> None:
         try:
@@ -385,6 +437,9 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+#: The forms of ``GET /v1/echo-forms/<form>`` (an authorised request's key, echoed).
+ECHO_FORMS = ("raw", "basic", "b64", "urlsafe", "percent", "json-u", "hex", "chunked", "gzip")
+
 _ROUTES = {
     ("GET", "/v1/models"),
     ("POST", "/v1/chat/completions"),
@@ -423,20 +478,24 @@ class FakeApi(RecordingHttpService):
         stream_chunks: int = 5,
         stream_delay: float = 0.2,
         host: str = HOST_V4,
+        tls: bool = True,
     ) -> None:
         super().__init__(host)
         self.ca = ca
         self.api_key = api_key
         self.stream_chunks = stream_chunks
         self.stream_delay = stream_delay
+        #: False: plain HTTP, as a local gateway (LiteLLM, a model server) speaks.
+        self.tls = tls
 
     def _make_server(self) -> QuietHttpServer:
-        return _FakeApiServer(self)
+        return _FakeApiServer(self) if self.tls else _PlainFakeApiServer(self)
 
     @property
     def base_url(self) -> str:
-        """``https://127.0.0.1:PORT/v1``, what ``OpenAI(base_url=...)`` takes."""
-        return f"https://{self.authority}/v1"
+        """``https://127.0.0.1:PORT/v1`` (``http://`` without TLS), what
+        ``OpenAI(base_url=...)`` takes."""
+        return f"{'https' if self.tls else 'http'}://{self.authority}/v1"
 
     def authorised(self, headers: Message) -> bool:
         """Whether a request's headers carry the real key, in any of the usual forms."""
@@ -496,6 +555,19 @@ class BasicAuthIndex(LocalIndex):
     def url(self) -> str:
         """``https://127.0.0.1:PORT/simple/``."""
         return f"https://{self.authority}/simple/"
+
+    def parts(self, path: str, headers: Message) -> list[bytes] | None:
+        """``/echo/basic``: the Authorization header as received (base64 of
+        ``user:password``); ``/echo/chunked``: the password split over two chunks --
+        an index that echoes what it got, for the proxy's scrubbing to face."""
+        authorization = (headers.get("Authorization") or "").encode()
+        password = self.password.encode()
+        if path == "/echo/basic":
+            return [b"you sent " + authorization]
+        if path == "/echo/chunked":
+            half = len(password) // 2
+            return [b"your password is " + password[:half], password[half:]]
+        return None
 
     def refuse(self, headers: Message) -> tuple[int, bytes, str, dict[str, str]] | None:
         scheme, _, encoded = (headers.get("Authorization") or "").partition(" ")

@@ -40,6 +40,9 @@ class CredentialSpec:
     * ``mode``: ``base-url`` (the sandbox talks plain HTTP to a loopback route of the
       proxy, which speaks TLS to ``base_url``) or ``tls`` (the proxy terminates TLS
       for ``hosts`` with a per-run CA only the sandbox trusts).
+    * ``plain_http``: the value may also go to ``hosts`` over plain HTTP -- only
+      allowed for loopback hosts (a local gateway such as LiteLLM), where nothing
+      crosses a network.
     """
 
     name: str
@@ -51,6 +54,7 @@ class CredentialSpec:
     base_url: str | None = None
     base_url_env: str | None = None
     mode: RouteMode = "tls"
+    plain_http: bool = False
 
     @property
     def lookup_name(self) -> str:

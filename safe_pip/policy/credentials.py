@@ -36,6 +36,7 @@ CREDENTIAL_KEYS: tuple[str, ...] = (
     "base-url",
     "base-url-env",
     "mode",
+    "plain-http",
 )
 SOURCES = ("env", "dotenv", "keyring")
 MODES = ("base-url", "tls")
@@ -109,6 +110,11 @@ def _parse_table(
             raise PolicyError(
                 source, key, f"unknown key (expected one of: {', '.join(CREDENTIAL_KEYS)})"
             )
+        if name == "plain-http":
+            if not isinstance(value, bool):
+                raise PolicyError(source, key, "must be true or false")
+            out[name] = value
+            continue
         if name == "hosts":
             if not isinstance(value, list) or not value:
                 raise PolicyError(source, key, "must be a non-empty array of host[:port]")
@@ -199,6 +205,16 @@ def resolve_credentials(
         mode = table.get("mode", "base-url" if base_url else "tls")
         if mode == "base-url" and not base_url:
             raise _blame(where, "mode", '"base-url" needs base-url and base-url-env')
+        plain_http = table.get("plain-http", False) is True
+        if plain_http:
+            far = [host for host in hosts if not is_loopback_authority(host)]
+            if far:
+                raise _blame(
+                    where,
+                    "plain-http",
+                    f"is only for loopback hosts ({', '.join(far)} is not one): anywhere "
+                    "else the value would cross the network in clear text",
+                )
         kind = table.get("source", "env")
         file = table.get("file")
         if file is not None and kind != "dotenv":
@@ -218,9 +234,21 @@ def resolve_credentials(
                 base_url=base_url if isinstance(base_url, str) else None,
                 base_url_env=base_env if isinstance(base_env, str) else None,
                 mode=mode,  # type: ignore[arg-type]  # checked against MODES
+                plain_http=plain_http,
             )
         )
     return tuple(specs)
+
+
+def is_loopback_authority(authority: str) -> bool:
+    """Whether ``host:port`` names this machine: ``localhost`` or a loopback address."""
+    from safe_pip.proxy.addresses import canonical_ip, is_loopback
+
+    host = authority.rpartition(":")[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    address = canonical_ip(host)
+    return address is not None and is_loopback(address)
 
 
 def _blame(where: object, key: str, problem: str) -> PolicyError:

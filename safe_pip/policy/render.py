@@ -86,6 +86,8 @@ def render_toml(policy: Policy, *, layers: Sequence[tuple[str, str]] = ()) -> st
             rendered = None if field_value is None else _string(field_value)
             if rendered is not None:
                 lines.append(f"{field_name} = {rendered}")
+        if spec.plain_http:
+            lines.append("plain-http = true")
         lines += _array("hosts", spec.hosts)
     return "\n".join(lines) + "\n"
 

@@ -41,6 +41,7 @@ from safe_pip.proxy.inbox import Inbox
 from safe_pip.proxy.refusal import Reject, bad
 from safe_pip.proxy.rewrite import Chain, HeadCloser, Refused, StreamRewriter
 from safe_pip.proxy.rules import RuleSet, normalise_host
+from safe_pip.proxy.scrub import ResponseScrubber, Unreadable, echo_patterns
 from safe_pip.proxy.upstream import Gate
 
 TYPE_CHECKING = False
@@ -94,6 +95,8 @@ class Vault:
         self._ca = run_ca
         self._routes = {a.spec.name: a for a in armed if a.spec.mode == "base-url"}
         self._intercepted = {host for a in armed if a.spec.mode == "tls" for host in a.spec.hosts}
+        self._plain = {host for a in armed if a.spec.plain_http for host in a.spec.hosts}
+        self._echoes = echo_patterns((a.real, a.phantom) for a in armed)
         hosts = [host for a in armed for host in a.spec.hosts]
         # Only the credentials' own hosts, whatever network.allow says: this gate is
         # what lets a route reach a host the sandbox itself may not connect to.
@@ -106,6 +109,11 @@ class Vault:
     def intercepts(self, host: str, port: int) -> bool:
         """Whether ``CONNECT host:port`` is answered here (a ``tls``-mode host)."""
         return self._ca is not None and _authority(host, port) in self._intercepted
+
+    def serves_plain(self, host: str, port: int) -> bool:
+        """Whether a plain-HTTP request to ``host:port`` is a credential's own (a
+        loopback host whose credential says ``plain-http = true``)."""
+        return _authority(host, port) in self._plain
 
     def route(self, target: str) -> tuple[str, int, str] | None:
         """``(host, port, path)`` upstream for a request to a base-URL route."""
@@ -150,28 +158,57 @@ class Vault:
         refusals: dict[bytes, bytes | None] = dict.fromkeys(phantoms)
         return StreamRewriter(refusals, {a.phantom.encode(): a.spec.name for a in self._armed})
 
-    def response_rewriter(self) -> StreamRewriter:
-        """Every real value turns back into its phantom on the way in."""
-        return StreamRewriter({a.real.encode(): a.phantom.encode() for a in self._armed})
+    def response_rewriter(self) -> ResponseScrubber:
+        """Every real value turns back into its phantom on the way in, in the forms a
+        server is likely to echo it in (proxy/scrub.py)."""
+        return ResponseScrubber(self._echoes)
+
+    def cut(self, host: str, port: int, why: str) -> None:
+        """Record a response that could not be scrubbed and was cut off."""
+        self._log.record(
+            host, port, allowed=False, reason=f"response cut off: {why} cannot be scrubbed",
+            hint=None,
+        )  # fmt: skip
 
     # -- connections ----------------------------------------------------------------------
 
-    def refuse(self, host: str, port: int, label: str) -> Reject:
-        """Record a phantom caught going to the wrong place; the client's answer."""
+    def refuse(self, host: str, port: int, label: str, *, plain: bool = False) -> Reject:
+        """Record a phantom caught going to the wrong place; the client's answer.
+
+        ``plain``: the request was plain HTTP.  To one of the credential's own hosts
+        that is the only reason it was refused, and the report says so, with the way
+        forward where there is one (``plain-http`` for a loopback host)."""
         armed = next((a for a in self._armed if a.spec.name == label), None)
         own = ", ".join(armed.spec.hosts) if armed is not None else "its own hosts"
+        where = _authority(host, port)
+        if plain and armed is not None and where in armed.spec.hosts:
+            from safe_pip.policy.credentials import is_loopback_authority
+
+            why = (
+                f"over plain HTTP, which would carry the value of credential {label!r} "
+                "in clear text"
+            )
+            if is_loopback_authority(where):
+                fix = (
+                    f"for this loopback host add plain-http = true to "
+                    f"[tool.safe-run.credentials.{label}]"
+                )
+            else:
+                fix = "use https:// for it"
+            self._log.record(host, port, allowed=False, reason=f"{why}; {fix}", hint=None)
+            return Reject(403, 0, f"safe-run refused a request to {where} {why}; {fix}.")
         self._log.record(
             host,
             port,
             allowed=False,
-            reason=f"the request carried the stand-in for credential {label!r} "
-            f"(it may only go to {own})",
+            reason=f"the request carried the stand-in for credential {label!r}, "
+            f"whose value goes only to {own}",
             hint=None,
         )
         return Reject(
             403,
             0,
-            f"safe-run refused a request to {_authority(host, port)}: it carries the "
+            f"safe-run refused a request to {where}: it carries the "
             f"stand-in for credential {label!r}, whose value goes only to {own}.",
         )
 
@@ -192,6 +229,10 @@ class Vault:
             ) from None
         tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return tls
+
+    def open_plain(self, host: str, port: int) -> socket.socket:
+        """A plain connection to a ``plain-http`` credential host (loopback only)."""
+        return self._gate.open(host, port)
 
     def server_context(self, host: str) -> ssl.SSLContext:
         assert self._ca is not None
@@ -273,6 +314,15 @@ def serve_intercepted(
         _forward(tls, inner.rest(), request, host, port, request.target, vault)
 
 
+def serve_plain_credential(
+    conn: socket.socket, inbox: Inbox, request: _Request, host: str, port: int, path: str,
+    vault: Vault,
+) -> None:  # fmt: skip
+    """A plain-HTTP request to a ``plain-http`` credential's own (loopback) host: the
+    phantom is swapped as on the TLS routes, echoes are scrubbed the same way."""
+    _forward(conn, inbox.rest(), request, host, port, path, vault, plain=True)
+
+
 def _forward(
     conn: socket.socket,
     body_start: bytes,
@@ -281,30 +331,44 @@ def _forward(
     port: int,
     path: str,
     vault: Vault,
+    *,
+    plain: bool = False,
 ) -> None:
     """Swap, connect, relay; refusals become 403s (or a cut connection mid-body)."""
     try:
-        head = _forwarded_head(request, path, host, port, default_port=443, identity=True)
+        default_port = 80 if plain else 443
+        head = _forwarded_head(request, path, host, port, default_port=default_port, identity=True)
         try:
             head = rewrite_head(head, vault.request_rewriter(host, port))
         except Refused as refused:
             raise vault.refuse(host, port, refused.label) from None
-        upstream = vault.open_tls(host, port)
+        upstream = vault.open_plain(host, port) if plain else vault.open_tls(host, port)
     except Reject as reject:
         _http_error(conn, reject.status, reject.message)
         return
     with upstream:
         upstream.setblocking(True)
         upstream.sendall(head)
-        refused_label = duplex(
+        scrubber = vault.response_rewriter()
+        stopped = duplex(
             conn,
             upstream,
             vault.request_rewriter(host, port),
-            Chain(vault.response_rewriter(), HeadCloser()),
+            Chain(scrubber, HeadCloser()),
             first=body_start,
         )
-    if refused_label is not None:
-        vault.refuse(host, port, refused_label)
+    if isinstance(stopped, Unreadable):
+        vault.cut(host, port, stopped.label)
+        if scrubber.nothing_sent:
+            conn.setblocking(True)
+            _http_error(
+                conn,
+                502,
+                f"safe-run cut off the response from {_authority(host, port)}: "
+                f"{stopped.label} cannot be scrubbed of credential values.",
+            )
+    elif stopped is not None:
+        vault.refuse(host, port, stopped.label)
 
 
 def serve_plain(
@@ -319,9 +383,9 @@ def serve_plain(
 
     The head was already checked by the caller; the body is watched as it flows.
     """
-    refused_label = duplex(conn, upstream, vault.refusing_rewriter(), HeadCloser(), first=forwarded)
-    if refused_label is not None:
-        vault.refuse(host, port, refused_label)
+    refused = duplex(conn, upstream, vault.refusing_rewriter(), HeadCloser(), first=forwarded)
+    if refused is not None:
+        vault.refuse(host, port, refused.label, plain=True)
 
 
 def check_head(head: bytes, host: str, port: int, vault: Vault) -> None:
@@ -330,4 +394,4 @@ def check_head(head: bytes, host: str, port: int, vault: Vault) -> None:
     try:
         rewrite_head(head, vault.refusing_rewriter())
     except Refused as refused:
-        raise vault.refuse(host, port, refused.label) from None
+        raise vault.refuse(host, port, refused.label, plain=True) from None

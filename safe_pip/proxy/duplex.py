@@ -21,8 +21,9 @@ from safe_pip.proxy.rewrite import Refused
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from safe_pip.proxy.rewrite import Chain, HeadCloser, StreamRewriter
+    from safe_pip.proxy.scrub import ResponseScrubber
 
-    Rewriter = Chain | HeadCloser | StreamRewriter
+    Rewriter = Chain | HeadCloser | StreamRewriter | ResponseScrubber
 
 __all__ = ["duplex"]
 
@@ -52,9 +53,9 @@ def duplex(
     to_client: Rewriter,
     *,
     first: bytes = b"",
-) -> str | None:
+) -> Refused | None:
     """Relay until the upstream's response is complete (its end of stream) or the
-    client leaves; returns the label of a :class:`Refused` pattern, else None.
+    client leaves; returns the :class:`Refused` that stopped it, else None.
 
     ``first`` is request data that arrived with the head, sent through
     ``to_upstream`` before anything else.  The sockets are left non-blocking; the
@@ -89,7 +90,7 @@ def duplex(
                 continue
             _wait(poller, near, far)
     except Refused as refused:
-        return refused.label
+        return refused
     except (OSError, ssl.SSLError):
         return None  # either side gone: nothing more to deliver
 

@@ -111,6 +111,11 @@ def serve_http(
                     serve_route(conn, inbox, request, routed, vault)
                     return
             host, port, path = _parse_absolute_uri(request.target)
+            if vault is not None and vault.serves_plain(host, port):
+                from safe_pip.proxy.credentials import serve_plain_credential
+
+                serve_plain_credential(conn, inbox, request, host, port, path, vault)
+                return
             forwarded = _forwarded_head(request, path, host, port)
             if vault is not None:
                 from safe_pip.proxy.credentials import check_head

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 __all__ = ["Chain", "HeadCloser", "Refused", "StreamRewriter"]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from safe_pip.proxy.scrub import ResponseScrubber
+
 
 class Refused(Exception):
     """A forbidden pattern (a phantom going to a foreign host) was about to pass."""
@@ -120,7 +124,7 @@ class HeadCloser:
 class Chain:
     """Several rewriters applied in order (each one's output feeds the next)."""
 
-    def __init__(self, *stages: StreamRewriter | HeadCloser) -> None:
+    def __init__(self, *stages: StreamRewriter | HeadCloser | ResponseScrubber) -> None:
         self._stages = stages
 
     def feed(self, data: bytes) -> bytes:
