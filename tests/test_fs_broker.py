@@ -331,7 +331,8 @@ def test_learn_sees_the_writes_the_broker_decides(world: World, mode: str) -> No
         "writer.py",
     )
     out = world.run_safe(mode, str(script), str(results), flags=("--learn",))
-    assert out.stdout.count("refused") == 2, out.stdout + out.stderr
+    assert out.stdout.count("refused .git/config") == 2, out.stdout + out.stderr  # two runs
+    assert out.stdout.count(f"refused {results}") == 1, out.stdout  # the second had it
     assert f"needs write access to {results}" in out.stderr, out.stderr
     assert "kept denied: .git/config" in out.stderr, out.stderr
     proposed = out.stderr.split("suggested policy")[-1].split("\n", 1)[-1]

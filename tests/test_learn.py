@@ -197,10 +197,14 @@ def test_learn_proposes_what_the_program_needs_and_keeps_ssh_denied(
     assert not origin.saw("/hello")
 
     learned = scenario.safe(mode, "--learn")
-    assert learned.returncode == 3, learned.stdout + learned.stderr
-    assert "KEY-DENIED" in learned.stdout, "learn mode must not loosen the sandbox"
-    assert not origin.saw("/hello")
+    # One command: the first run fails at what it lacks, learn runs it again with
+    # that granted, and the last run -- under everything learned -- succeeds.
+    assert learned.returncode == 0, learned.stdout + learned.stderr
+    assert learned.stdout.count("KEY-DENIED") >= 2, "learn mode must not loosen the sandbox"
+    assert "DATA-FAILED" in learned.stdout and "DATA 16" in learned.stdout
+    assert origin.saw("/hello")  # the second run, with the host allowed
     lines = learn_lines(learned.stderr)
+    assert any(line.startswith("safe-run: learn: run 1 asked for ") for line in lines), lines
     assert f"safe-run: learn: needs read access to {scenario.data}" in lines, lines
     assert f"safe-run: learn: needs write access to {scenario.results}" in lines, lines
     assert f"safe-run: learn: needs the network host {origin.authority}" in lines, lines
@@ -240,8 +244,9 @@ def test_learn_write_then_the_program_runs_and_the_key_stays_hidden(
     pyproject = scenario.world.project / "pyproject.toml"
     before = pyproject.read_text()
 
-    written = scenario.safe(mode, "--learn", "--write")
-    assert written.returncode == 3, written.stdout + written.stderr
+    written = scenario.safe(mode, "--learn", "--write", "--yes")
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert "--write changes" in written.stderr and "+write = [" in written.stderr
     after = pyproject.read_text()
     for line in before.splitlines():
         if "#" in line:
@@ -467,10 +472,40 @@ def test_judge_sorts_real_denials_from_ordinary_misses(tmp_path: Path) -> None:
         ("WEATHER_REGION", False),
         ("KEYBOARD_LAYOUT", False),
         ("EDITOR", False),
+        # names that escaped the word list before (the attack of issue 15)
+        ("PGPASSWORD", True),
+        ("OPENAI_APIKEY", True),
+        ("GITHUB_PAT", True),
+        ("SLACK_WEBHOOK_URL", True),
+        ("MYSECRETS", True),
+        ("DB_PASS", True),
+        ("LANG", False),
+        ("PYTHONPATH", False),
+        ("PATH", False),
     ],
 )
 def test_looks_secret(name: str, secret: bool) -> None:
     assert looks_secret(name) is secret
+
+
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ("postgres://app:db-s3cret@db/prod", True),
+        ("https://user:pw@index.example/simple", True),
+        ("ghp_" + "a1" * 18, True),
+        ("sk-proj-" + "x" * 30, True),
+        ("AKIA" + "A" * 16, True),
+        ("xoxb-1234567890-abcdef", True),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nabc", True),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig", True),
+        ("https://db.example/prod", False),
+        ("eu-north", False),
+        ("/usr/local/bin:/usr/bin", False),
+    ],
+)
+def test_a_secret_value_is_a_secret_whatever_its_name(value: str, secret: bool) -> None:
+    assert looks_secret("DATABASE_URL", value) is secret
 
 
 def test_read_lookups_takes_only_well_formed_names(tmp_path: Path) -> None:
@@ -642,3 +677,183 @@ def test_learn_run_kills_leftovers_and_lets_stopped_children_go_on(
     assert "RESUMED" in out.stdout and "CHILD 0" in out.stdout
     leftovers = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
     assert leftovers.stdout == "", "a daemon outlived the learn run"
+
+
+# --- what learn never proposes (issue: "learn proposes doors") ------------------------------
+
+PLANT_PTH = """
+import os, site, sys
+site_dir = next(p for p in site.getsitepackages() if p.startswith(sys.prefix))
+try:
+    with open(os.path.join(site_dir, "zz-planted.pth"), "w") as handle:
+        handle.write("import os\\n")
+    print("LEAK planted")
+except OSError as exc:
+    print("BLOCKED", exc.errno)
+import json  # a bytecode write may be attempted here too: never a proposal
+"""
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_never_proposes_writing_a_venv(tmp_path: Path, mode: str, marks: None) -> None:
+    """A program that plants a .pth in its venv would, with the grant, run code at the
+    venv's next start outside any sandbox: learn reports it, never proposes it."""
+    world = make_world(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    script = world.write_script(PLANT_PTH, "plant.py")
+    plain = subprocess.run(
+        [str(venv / "bin" / "python"), str(script)], capture_output=True, text=True, check=False
+    )
+    assert "LEAK planted" in plain.stdout, plain.stdout + plain.stderr  # the control
+    for planted in venv.glob("lib/python*/site-packages/zz-planted.pth"):
+        planted.unlink()
+    result = world.run_safe(mode, "--venv", str(venv), "--learn", "--write", "--yes", str(script))
+    lines = learn_lines(result.stderr)
+    assert "LEAK" not in result.stdout, result.stdout
+    assert any(
+        "not proposed: write access to" in line and "site-packages" in line for line in lines
+    ), lines
+    assert not any("needs write access" in line for line in lines), lines
+    policy = tomllib.loads((world.project / "pyproject.toml").read_text())["tool"]["safe-run"]
+    assert "write" not in policy.get("filesystem", {}), policy
+    assert not list(venv.glob("lib/python*/site-packages/zz-planted.pth"))
+
+
+AROUND_HOME = """
+import os, pwd, sys
+home = pwd.getpwuid(os.getuid()).pw_dir if len(sys.argv) < 2 else sys.argv[1]
+for name in ("a.toml", "b.toml"):
+    try:
+        open(os.path.join(home, ".config", "tool", name)).read()
+        print("READ", name)
+    except OSError as exc:
+        print("NOT-READ", name, exc.errno)
+try:
+    print("LISTED", len(os.listdir(home)))
+except OSError as exc:
+    print("NOT-LISTED", exc.errno)
+"""
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_proposes_the_files_used_not_the_home_directory(
+    tmp_path: Path, mode: str, marks: None
+) -> None:
+    world = make_world(tmp_path)
+    tool = world.home / ".config" / "tool"
+    tool.mkdir(parents=True)
+    for name in ("a.toml", "b.toml"):
+        (tool / name).write_text("x = 1\n")
+    script = world.write_script(AROUND_HOME, "around.py")
+    result = world.run_safe(mode, "--learn", str(script), str(world.home))
+    lines = learn_lines(result.stderr)
+    assert "safe-run: learn: needs read access to ~/.config/tool" in lines, lines
+    assert any(
+        line.startswith("safe-run: learn: not proposed: read access to ~:") for line in lines
+    )
+    table = suggested_table(result.stderr)
+    assert table["filesystem"] == {"read": ["~/.config/tool"]}, table
+    assert "READ a.toml" in result.stdout  # the second run, with the narrow grant
+
+
+SECRET_ENV = {
+    "PGPASSWORD": "pg-s3cret",
+    "DATABASE_URL": "postgres://app:db-s3cret@db/prod",
+    "OPENAI_APIKEY": "sk-canary",
+    "MYSECRETS": "x",
+    "GITHUB_PAT": "ghp_canary",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/canary",
+    "DEPLOY_REGION": "eu-north",
+}
+LOOK_FOR_ENV = f"""
+import os
+for name in {sorted(SECRET_ENV)!r}:
+    print(name, os.environ.get(name))
+"""
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_never_passes_a_secret_looking_variable(
+    tmp_path: Path, mode: str, marks: None
+) -> None:
+    world = make_world(tmp_path)
+    script = world.write_script(LOOK_FOR_ENV, "env.py")
+    plain = subprocess.run(
+        [sys.executable, str(script)],
+        env=world.env(**SECRET_ENV), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "DATABASE_URL postgres://app:db-s3cret@db/prod" in plain.stdout  # the control
+    result = world.run_safe(mode, "--learn", "--write", "--yes", str(script), env_extra=SECRET_ENV)
+    lines = learn_lines(result.stderr)
+    policy = tomllib.loads((world.project / "pyproject.toml").read_text())["tool"]["safe-run"]
+    assert policy["env"]["pass"] == ["DEPLOY_REGION"], policy
+    for name in set(SECRET_ENV) - {"DEPLOY_REGION"}:
+        assert any(f"kept out: the environment variable {name} looks like a secret" in line
+                   for line in lines), (name, lines)  # fmt: skip
+    after = world.run_safe(mode, str(script), env_extra=SECRET_ENV)
+    assert "DEPLOY_REGION eu-north" in after.stdout and "s3cret" not in after.stdout
+
+
+CONCEAL = """
+import os, sys
+sys.stdout.write("all good\\x1b[8m")
+sys.stdout.flush()
+open(os.path.join(os.environ.get("OUT", "/nonexistent"), "x"), "w")
+"""
+
+
+@pytest.mark.parametrize("marks", [pytest.param(None, marks=sandbox)])
+def test_learn_report_is_readable_after_a_program_conceals_the_terminal(
+    tmp_path: Path, mode: str, marks: None
+) -> None:
+    """A program that ends in ESC[8m (conceal) must not hide the report, nor the write
+    it asks for: the terminal is reset first, and --write asks at the terminal."""
+    import pty
+
+    world = make_world(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    script = world.write_script(CONCEAL, "hide.py")
+    env = world.env(mode, OUT=str(out), TERM="xterm")
+    argv = world.safe_run_argv("--learn", "--write", "--allow-env", "OUT", str(script))
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child execs
+        os.chdir(world.project)
+        os.execve(argv[0], argv, env)
+    seen = b""
+    answered = False
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"write these changes? [y/N]" in seen:
+            os.write(fd, b"n\n")
+            answered = True
+    os.waitpid(pid, 0)
+    concealed = seen.index(b"\x1b[8m")
+    reset = seen.index(b"\x1b[0m", concealed)
+    report = seen.index(b"safe-run: learn: needs write access to", concealed)
+    assert reset < report, seen[concealed:][:400]
+    assert answered, seen[-600:]
+    assert b"+write = [" in seen  # the diff was shown before the question
+    assert "write" not in (world.project / "pyproject.toml").read_text(), "answered no"
+
+
+def test_with_internal_addresses_names_them_beside_the_host() -> None:
+    from safe_pip.learn.session import with_internal_addresses
+
+    def resolver(host: str, port: int) -> list[tuple[int, str]]:
+        return {"gateway.example": [(2, "10.1.2.3")], "public.example": [(2, "93.184.216.34")]}[
+            host
+        ]
+
+    hints = ["gateway.example", "public.example:8443", "localhost:8080", "10.9.9.9"]
+    assert with_internal_addresses(hints, resolver) == [
+        "gateway.example", "10.1.2.3", "public.example:8443", "localhost:8080", "10.9.9.9",
+    ]  # fmt: skip

@@ -19,6 +19,9 @@ TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
     from typing import Literal, NoReturn
 
+    from safe_pip.launcher.plan import SandboxPlan
+    from safe_pip.policy.model import Policy
+
 USAGE = """\
 usage: safe-run [OPTIONS] script.py [ARGS ...]
        safe-run [OPTIONS] -m MODULE [ARGS ...]
@@ -48,8 +51,12 @@ options:
   -v, --verbose        at exit, list allowed network destinations too (refused ones
                        are always listed)
   --learn              watch the run and report every path and host the sandbox
-                       refused, with the [tool.safe-run] table that would allow them
+                       refused, with the [tool.safe-run] table that would allow them;
+                       the program runs again with what it asked for (up to 5 runs)
+                       until it asks for nothing new
   --write              with --learn: add that table to the pyproject.toml itself
+                       (the change is shown; at a terminal safe-run asks first)
+  --yes                with --learn --write: write without asking (no terminal)
   --explain            print the effective policy and layers; run nothing
   --allow-degraded     run even when a layer the policy needs is missing
   -h, --help           show this help
@@ -77,6 +84,7 @@ _FLAG_OPTIONS = {
     "-v": "verbose",
     "--learn": "learn",
     "--write": "write",
+    "--yes": "yes",
 }
 
 
@@ -98,6 +106,7 @@ class RunOptions:
     verbose: bool = False
     learn: bool = False
     write: bool = False
+    yes: bool = False
     show_help: bool = False
     show_version: bool = False
     kind: Literal["auto", "module", "command"] = "auto"
@@ -227,6 +236,8 @@ def run(opts: RunOptions) -> int:
         )
         if opts.write and not opts.learn:
             raise SafePipError("--write only works together with --learn", 2)
+        if opts.yes and not opts.write:
+            raise SafePipError("--yes only works together with --learn --write", 2)
         if opts.explain:
             from safe_pip.cli.explain import explain
 
@@ -253,8 +264,33 @@ def run(opts: RunOptions) -> int:
         if opts.learn:
             from safe_pip.learn.session import learn_run
 
+            first = plan
+
+            def rebuild(learned: Policy) -> SandboxPlan:
+                """The next round's plan: the same run under the policy learned so far."""
+                from safe_pip._records import replace
+
+                again = build_plan(
+                    learned,
+                    opts.kind,
+                    opts.words,
+                    python=default_python(venv),
+                    venv=venv,
+                    private_dir=private_dir,
+                    caller_env=os.environ,
+                    cwd=cwd,
+                    allow_degraded=opts.allow_degraded,
+                )
+                return replace(again, credentials=first.credentials)
+
             return learn_run(
-                plan, policy, verbose=opts.verbose, write=opts.write, home=caller_home()
+                plan,
+                policy,
+                verbose=opts.verbose,
+                write=opts.write,
+                home=caller_home(),
+                rebuild=rebuild,
+                yes=opts.yes,
             )
         return run_sandboxed(plan, verbose=opts.verbose, failure_hint=True)
     finally:

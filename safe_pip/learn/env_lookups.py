@@ -30,13 +30,36 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 MAX_NAMES = 1000
-#: Words that mark a variable as a secret in the usual naming conventions.
+#: Words that mark a variable as a secret in the usual naming conventions
+#: (``DB_PASS``, ``GITHUB_PAT``, ``SENTRY_DSN``).
 SECRET_WORDS = (
-    "KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "PWD", "CREDENTIAL",
-    "CREDENTIALS", "AUTH", "COOKIE", "SESSION", "PRIVATE", "SIGNATURE", "DSN",
+    "KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS",
+    "PWD", "PAT", "CREDENTIAL", "CREDENTIALS", "CREDS", "AUTH", "COOKIE", "SESSION",
+    "PRIVATE", "SIGNATURE", "DSN", "WEBHOOK", "SALT", "OTP",
+)  # fmt: skip
+#: Parts that mark a secret anywhere in a name, joined to other words or not
+#: (``PGPASSWORD``, ``OPENAI_APIKEY``, ``MYSECRETS``, ``SLACKWEBHOOK``).
+SECRET_PARTS = (
+    "PASSWORD", "PASSWD", "SECRET", "TOKEN", "APIKEY", "CREDENTIAL", "WEBHOOK",
+    "PRIVATEKEY", "ACCESSKEY", "AUTHKEY",
 )  # fmt: skip
 #: Whole prefixes of cloud credentials.
 SECRET_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_APPLICATION_CREDENTIALS", "GCP_", "DOCKER_AUTH")
+#: Values that are secrets whatever their variable is called: a URL with a password
+#: (``postgres://app:pw@db/prod``), the shapes of common tokens, a private key.
+_SECRET_VALUE_PATTERNS = (
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@",
+    r"^(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}",
+    r"^github_pat_\w{20,}",
+    r"^glpat-[\w-]{16,}",
+    r"^xox[abposr]-[\w-]{10,}",
+    r"^(sk|rk|pk)[-_](live_|test_|proj-|ant-)?[\w-]{16,}",
+    r"^(AKIA|ASIA)[0-9A-Z]{16}$",
+    r"^AIza[\w-]{30,}",
+    r"^hf_[A-Za-z0-9]{20,}",
+    r"^eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+)
 
 _HOOK = '''\
 """safe-run --learn: record the environment variables this program looked for."""
@@ -161,13 +184,28 @@ def _well_formed(name: str) -> bool:
     return all(c.isalnum() or c == "_" for c in name)
 
 
-def looks_secret(name: str) -> bool:
-    """Whether ``name`` is spelled like a credential (``OPENAI_API_KEY``, ``AWS_*``)."""
+def looks_secret(name: str, value: str | None = None) -> bool:
+    """Whether a variable holds a credential, by its name (``OPENAI_API_KEY``,
+    ``PGPASSWORD``, ``GITHUB_PAT``, ``AWS_*``) or, when given, its value (a URL with a
+    password, a token's shape, a private key).  Errs on the side of "secret": a
+    variable kept out costs the user one line; one passed hands over a credential."""
     upper = name.upper()
     if upper.startswith(SECRET_PREFIXES):
         return True
     words = upper.replace("-", "_").split("_")
-    return any(word in SECRET_WORDS for word in words)
+    if any(word in SECRET_WORDS for word in words):
+        return True
+    squeezed = upper.replace("_", "").replace("-", "")
+    if any(part in squeezed for part in SECRET_PARTS):
+        return True
+    return value is not None and secret_value(value)
+
+
+def secret_value(value: str) -> bool:
+    """Whether ``value`` looks like a credential whatever its variable's name."""
+    import re
+
+    return any(re.search(pattern, value) for pattern in _SECRET_VALUE_PATTERNS)
 
 
 def wanted_variables(
@@ -175,5 +213,5 @@ def wanted_variables(
 ) -> tuple[list[str], list[str]]:
     """(names to pass, secret names kept out): looked for, absent inside, set outside."""
     candidates = [n for n in looked_for if n not in sandbox and n in caller]
-    secret = [n for n in candidates if looks_secret(n)]
+    secret = [n for n in candidates if looks_secret(n, caller[n])]
     return [n for n in candidates if n not in secret], secret

@@ -66,6 +66,8 @@ def _judge_one(attempt: Attempt, grants: FsGrants, private_dir: str) -> Denial |
     path = attempt.path
     if ignored(path, private_dir):
         return None
+    if attempt.access != "read" and _bytecode(path):
+        return None  # Python caching bytecode where it may not: it carries on without
     deny = _first_within((path, os.path.realpath(path)), grants.deny)
     if attempt.access in ("read", "exec"):
         if not os.path.lexists(path):
@@ -97,3 +99,9 @@ def _judge_one(attempt: Attempt, grants: FsGrants, private_dir: str) -> Denial |
 def _first_within(paths: tuple[str, ...], roots: tuple[str, ...]) -> str | None:
     """The first of ``roots`` that holds any of ``paths``."""
     return next((r for r in roots if any(is_within(p, r) for p in paths)), None)
+
+
+def _bytecode(path: str) -> bool:
+    """A write of Python's bytecode cache: never worth a grant (granting it would let
+    the program write into a venv), and Python ignores the refusal itself."""
+    return "/__pycache__" in path or path.endswith((".pyc", ".pyo"))
