@@ -290,7 +290,10 @@ def _own_code_rules() -> list[Rule]:
 def preload_broker() -> None:
     """Import what the broker needs while safe-pip's own files are still readable: in
     namespace mode's private root they may not exist (an editable install, a venv
-    outside the grants)."""
+    outside the grants, safe-run's own interpreter when the venv has another one)."""
+    import _socket  # noqa: F401  (the broker's channel to the program)
+    import select  # noqa: F401  (the listener's orphan check)
+
     import safe_pip.launcher.leftovers
     import safe_pip.launcher.persistence
     import safe_pip.sandbox.attr_broker
@@ -379,6 +382,7 @@ def _serve_broker(
         if plan.trace_syscalls:  # learn mode: report the writes the kernel will refuse
             scratch = [w for w in plan.grants.write if w not in set(persistent)]
             scratch += PRIVATE_TMPFS if mode == "namespace" else ("/dev/shm",)
+            scratch += plan.grants.devices_rw  # /dev/null and the like: the kernel allows them
         broker = FsBroker(notifications, persistent, rules, events.write, scratch)
         handlers = broker.handlers() if broker_plan is not None else {}
         if mode == "fallback":

@@ -220,8 +220,8 @@ class FsBroker:
             path = os.path.normpath(self._proc_self(n, path))
         except OSError:
             return
-        if path.startswith("/proc/"):
-            return
+        if path.startswith("/proc/") or self.persistent(path):
+            return  # a missing directory inside a grant is the program's own ENOENT
         # Not compared with the scratch places: in namespace mode /tmp is a private
         # tmpfs, and a host path under it that the program cannot see (its parent is
         # missing there) is exactly what a grant would bind in.
