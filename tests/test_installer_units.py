@@ -113,3 +113,66 @@ def test_sdists_outside_the_indexes_are_not_fetched(tmp_path: Path) -> None:
         with pytest.raises(SafePipError, match="outside the indexes"):
             fetch_sdist(package, str(tmp_path), ["http://127.0.0.1:1/simple/"])
     assert list(tmp_path.iterdir()) == []
+
+
+# -- uv's TLS settings and safe-pip's own hosts ------------------------------------------
+
+
+def test_uv_toml_tls_settings_become_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv runs with UV_NO_CONFIG, so system-certs (or native-tls) in the user's uv.toml
+    must arrive as UV_SYSTEM_CERTS; a project's own file may choose trust roots but
+    never turn verification off for a host."""
+    from safe_pip.installer.indexes import uv_trust_environment
+
+    config = tmp_path / "config"
+    (config / "uv").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    project = tmp_path / "project"
+    project.mkdir()
+    assert uv_trust_environment(str(project), {}) == {}
+    (config / "uv" / "uv.toml").write_text(
+        'native-tls = true\nallow-insecure-host = ["mirror.corp"]\n'
+    )
+    assert uv_trust_environment(str(project), {}) == {
+        "UV_SYSTEM_CERTS": "true",
+        "UV_INSECURE_HOST": "mirror.corp",
+    }
+    assert uv_trust_environment(str(project), {"UV_NATIVE_TLS": "1", "UV_INSECURE_HOST": "x"}) == {}
+    (config / "uv" / "uv.toml").unlink()
+    (project / "uv.toml").write_text(
+        'system-certs = true\nallow-insecure-host = ["evil.example"]\n'
+    )
+    assert uv_trust_environment(str(project), {}) == {"UV_SYSTEM_CERTS": "true"}
+
+
+def test_allow_hosts_from_the_users_config_and_the_approved_project(tmp_path: Path) -> None:
+    from safe_pip.errors import PolicyError
+    from safe_pip.installer.settings import project_hosts, user_hosts
+    from safe_pip.policy.trust import ApprovalStore
+
+    home = tmp_path / "home"
+    (home / ".config" / "safe-pip").mkdir(parents=True)
+    env = {"HOME": str(home)}
+    assert user_hosts(env, str(home)) == []
+    (home / ".config" / "safe-pip" / "config.toml").write_text(
+        'allow-hosts = ["Artifacts.corp.example", "10.20.0.5:8443"]\n'
+    )
+    assert user_hosts(env, str(home)) == ["artifacts.corp.example", "10.20.0.5:8443"]
+    (home / ".config" / "safe-pip" / "config.toml").write_text('allow-hosts = ["bad host"]\n')
+    with pytest.raises(PolicyError, match="allow-hosts"):
+        user_hosts(env, str(home))
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.safe-pip]\nallow-hosts = ["downloads.example.org"]\n'
+    )
+    hosts, approval = project_hosts(str(project), str(home), env)
+    assert hosts == ["downloads.example.org"]
+    assert approval is not None and approval.state == "new"
+    ApprovalStore(str(home), env).approve(approval)
+    assert project_hosts(str(project), str(home), env)[1].approved  # type: ignore[union-attr]
+    (project / "pyproject.toml").write_text('[tool.safe-pip]\nallow-hosts = ["evil.example"]\n')
+    assert project_hosts(str(project), str(home), env)[1].state == "changed"  # type: ignore[union-attr]

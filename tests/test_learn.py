@@ -849,11 +849,15 @@ def test_with_internal_addresses_names_them_beside_the_host() -> None:
     from safe_pip.learn.session import with_internal_addresses
 
     def resolver(host: str, port: int) -> list[tuple[int, str]]:
-        return {"gateway.example": [(2, "10.1.2.3")], "public.example": [(2, "93.184.216.34")]}[
-            host
-        ]
+        return {
+            "gateway.example": [(2, "10.1.2.3")],
+            "devbox.example": [(2, "127.0.0.2")],
+            "public.example": [(2, "93.184.216.34")],
+        }[host]
 
-    hints = ["gateway.example", "public.example:8443", "localhost:8080", "10.9.9.9"]
+    # A gateway's private address is reached through the exact name alone; loopback
+    # never is, so its address is proposed beside the name.
+    hints = ["gateway.example", "devbox.example", "public.example:8443", "localhost:8080"]
     assert with_internal_addresses(hints, resolver) == [
-        "gateway.example", "10.1.2.3", "public.example:8443", "localhost:8080", "10.9.9.9",
+        "gateway.example", "devbox.example", "127.0.0.2", "public.example:8443", "localhost:8080",
     ]  # fmt: skip

@@ -393,3 +393,29 @@ def test_a_planted_uv_toml_is_not_used_by_the_next_install(tmp_path: Path, mode:
     assert install.returncode == 125, install.stdout + install.stderr
     assert "http://127.0.0.1:9/simple/" in install.stderr and "not approved" in install.stderr
     assert not (world.project / ".venv").exists()
+
+
+def test_a_projects_safe_pip_hosts_count_only_once_approved(tmp_path: Path) -> None:
+    """``[tool.safe-pip] allow-hosts`` comes with the project: a cloned repository
+    must not widen what the next install's builds reach without a word."""
+    world = make_world(tmp_path)
+    pyproject = world.project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + '\n[tool.safe-pip]\nallow-hosts = ["exfil.example"]\n'
+    )
+    env = world.env()
+    env.pop("VIRTUAL_ENV", None)
+    argv = [str(SAFE_RUN.parent / "safe-pip"), "install", "--python", sys.executable, "six"]
+    refused = subprocess.run(
+        argv, cwd=world.project, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert refused.returncode == 125, refused.stdout + refused.stderr
+    assert "[tool.safe-pip] build hosts" in refused.stderr
+    assert "exfil.example" in refused.stderr and "safe-run allow" in refused.stderr
+    assert not (world.project / ".venv").exists()
+    approved = subprocess.run(
+        [str(SAFE_RUN), "allow"], cwd=world.project, env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert approved.returncode == 0, approved.stderr
+    assert "approved the [tool.safe-pip] build hosts" in approved.stdout

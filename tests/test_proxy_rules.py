@@ -213,13 +213,63 @@ def test_internal_allowed_only_for_the_exact_ip_rule_and_port() -> None:
 
 
 def test_names_resolving_to_internal_addresses_are_not_allowed() -> None:
-    """The DNS-rebinding defence: a matching name rule does not open internal ranges."""
+    """The DNS-rebinding defence: no name leads to loopback or link-local, and a
+    wildcard leads to no internal address at all."""
     ruleset = rules("vm:8000", "*.example.com", "metadata.example")
     assert ruleset.match("vm", 8000) is not None
     assert not ruleset.internal_allowed("vm", "127.0.0.1", 8000)
     assert ruleset.match("rebind.example.com", 443) is not None
     assert not ruleset.internal_allowed("rebind.example.com", "10.0.0.5", 443)
     assert not ruleset.internal_allowed("metadata.example", "169.254.169.254", 80)
+    assert not ruleset.internal_allowed("metadata.example", "fe80::1", 443)
+    assert not ruleset.internal_allowed("metadata.example", "::ffff:169.254.169.254", 443)
+    assert not ruleset.internal_allowed("metadata.example", "0.0.0.0", 443)
+    assert not ruleset.internal_allowed("metadata.example", "224.0.0.1", 443)
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.7", "203.0.113.80",
+        "198.51.100.1", "192.0.2.1", "198.18.0.1", "fd00::5", "2001:db8::1",
+        "::ffff:10.1.2.3",
+    ],
+)  # fmt: skip
+def test_a_name_listed_exactly_may_lead_to_a_site_address(ip: str) -> None:
+    """Gateways and private indexes: pypi.org answered with 203.0.113.80, devpi on
+    10.x.  The user named the host; its address is the user's network's business."""
+    ruleset = rules("pypi.org", "devpi.corp:3141", "*.example.com")
+    assert ruleset.internal_allowed("pypi.org", ip, 443)
+    assert ruleset.internal_allowed("PyPI.org.", ip, 80)
+    assert ruleset.internal_allowed("devpi.corp", ip, 3141)
+    assert not ruleset.internal_allowed("devpi.corp", ip, 443), "another port"
+    assert not ruleset.internal_allowed("a.example.com", ip, 443), "through a wildcard"
+    assert not ruleset.internal_allowed("unlisted.org", ip, 443)
+
+
+@pytest.mark.parametrize(
+    ("ip", "site", "words"),
+    [
+        ("10.1.2.3", True, "a private address"),
+        ("100.100.1.1", True, "a shared (CGNAT) address"),
+        ("203.0.113.80", True, "a documentation-range address"),
+        ("198.19.255.1", True, "a benchmarking-range address"),
+        ("fd12::1", True, "a unique-local address"),
+        ("127.0.0.5", False, "a loopback address (this machine)"),
+        ("::1", False, "a loopback address (this machine)"),
+        ("169.254.169.254", False, "a link-local address (where cloud metadata services live)"),
+        ("fe80::1", False, "a link-local address (where cloud metadata services live)"),
+        ("0.0.0.0", False, "a reserved or special-purpose address"),
+        ("240.0.0.1", False, "a reserved or special-purpose address"),
+        ("192.0.0.8", False, "a reserved or special-purpose address"),
+    ],
+)
+def test_site_ranges_and_their_names(ip: str, site: bool, words: str) -> None:
+    from safe_pip.proxy.addresses import describe_internal, is_site_address
+
+    assert is_internal(ip)
+    assert is_site_address(ip) is site
+    assert describe_internal(ip) == words
 
 
 def test_localhost_rule_reaches_loopback_only() -> None:

@@ -326,7 +326,7 @@ def test_connect_tunnel_to_allowed_port_and_403_for_another(
     assert b"Content-Type: text/plain\r\n" in response
     assert b"Connection: close\r\n" in response
     body = body_of(response)
-    assert f'Add "{LOOPBACK}:{origin}"' in body
+    assert f'add "{LOOPBACK}:{origin}" to [tool.safe-run.network] allow' in body
     assert f"--allow-host {LOOPBACK}:{origin}" in body
     assert "[tool.safe-run.network] allow" in body
     assert proxy.log.refused_count() == 1
@@ -449,7 +449,9 @@ def test_absolute_uri_to_unlisted_destination_is_403_without_request_details(
         assert refused.value.code == 403
         body = refused.value.read().decode()
         refused.value.close()
-        assert f'Add "{hint}" (or pass --allow-host {hint}) to allow it.' in body
+        assert (
+            f'add "{hint}" to [tool.safe-run.network] allow (or pass --allow-host {hint})' in body
+        )
         assert "s3cret" not in body
         assert "secret-path" not in body
     report = "\n".join(proxy.log.report_lines(verbose=True))
@@ -475,15 +477,16 @@ def test_allowed_name_resolving_to_loopback_is_refused_but_ip_rule_works(
     assert refused.value.code == 403
     body = refused.value.read().decode()
     refused.value.close()
-    assert "internal address 127.0.0.1" in body
-    assert f'Add "{LOOPBACK}:{origin}"' in body
+    assert "resolves to 127.0.0.1 (a loopback address" in body
+    assert f'add "{LOOPBACK}:{origin}" to [tool.safe-run.network] allow' in body
     head, sock = connect_tunnel(named, f"{loopback_name}:{origin}")
     sock.close()
     assert status_of(head) == 403
     assert named.log.report_lines(verbose=False) == [
-        f"safe-run: network: refused {loopback_name}:{origin} (2 times): resolves to internal "
-        f'address 127.0.0.1; to allow it add "{LOOPBACK}:{origin}" to '
-        f"[tool.safe-run.network] allow (or --allow-host {LOOPBACK}:{origin})"
+        f"safe-run: network: refused {loopback_name}:{origin} (2 times): it resolves to "
+        "127.0.0.1 (a loopback address (this machine)), which no host name may lead to; to "
+        f'allow it add "{LOOPBACK}:{origin}" to [tool.safe-run.network] allow (or pass '
+        f"--allow-host {LOOPBACK}:{origin})"
     ]
 
     literal = make_proxy(f"{LOOPBACK}:{origin}")
@@ -496,7 +499,7 @@ def test_name_resolving_to_metadata_or_private_address_is_refused(
 ) -> None:
     answers = {
         "metadata.test": [(socket.AF_INET, "169.254.169.254")],
-        "intranet.test": [(socket.AF_INET6, "fd00::5"), (socket.AF_INET, "10.1.2.3")],
+        "intranet.corp.test": [(socket.AF_INET6, "fd00::5"), (socket.AF_INET, "10.1.2.3")],
         "service.test": [(socket.AF_INET, LOOPBACK)],
     }
 
@@ -505,17 +508,26 @@ def test_name_resolving_to_metadata_or_private_address_is_refused(
 
     proxy = make_proxy(
         "metadata.test",
-        "intranet.test",
+        "*.corp.test",
         f"service.test:{origin}",
         f"{LOOPBACK}:{origin}",
         resolver=resolver,
     )
-    for host, address in (("metadata.test", "169.254.169.254"), ("intranet.test", "fd00::5")):
+    # Named exactly, the metadata address is still refused: no name leads to
+    # link-local.  Through a wildcard, not even a private address is reached; the
+    # advice is the exact name, which would open it.
+    for host, says in (
+        ("metadata.test", "resolves to 169.254.169.254 (a link-local address"),
+        ("intranet.corp.test", "resolves to fd00::5 (a unique-local address), which only"),
+    ):
         head, sock = connect_tunnel(proxy, f"{host}:443")
         with sock:
             response = head + read_to_eof(sock)
         assert status_of(response) == 403
-        assert f"internal address {address}" in body_of(response)
+        assert says in body_of(response)
+    report = "\n".join(proxy.log.report_lines(verbose=False))
+    assert 'add "169.254.169.254" to [tool.safe-run.network] allow' in report
+    assert 'add "intranet.corp.test" to [tool.safe-run.network] allow' in report
     # The same resolver's loopback answer is used once the IP rule names it.
     with proxy.opener().open(f"http://service.test:{origin}/", timeout=5) as response:
         assert response.status == 200
@@ -881,9 +893,10 @@ def test_report_lines_format_and_counts() -> None:
 
     refused = [
         "safe-run: network: refused evil.example:443 (3 times): no allow rule matches; to allow "
-        'it add "evil.example" to [tool.safe-run.network] allow (or --allow-host evil.example)',
+        'it add "evil.example" to [tool.safe-run.network] allow (or pass --allow-host '
+        "evil.example)",
         "safe-run: network: refused vm:8000: resolves to internal address 127.0.0.1; to allow "
-        'it add "127.0.0.1:8000" to [tool.safe-run.network] allow (or --allow-host '
+        'it add "127.0.0.1:8000" to [tool.safe-run.network] allow (or pass --allow-host '
         "127.0.0.1:8000)",
         "safe-run: network: refused direct connection to 10.0.0.1:443 "
         "(use the proxy in HTTPS_PROXY)",
@@ -896,3 +909,18 @@ def test_report_lines_format_and_counts() -> None:
         "safe-run: network: allowed [::1]:8080",
     ]
     assert log.refused_count() == 6
+
+
+def test_install_report_names_safe_pips_own_settings() -> None:
+    """A build sandbox's refusal must not send the user to [tool.safe-run.network],
+    which safe-pip does not read."""
+    from safe_pip.proxy.advice import INSTALL
+
+    log = DestinationLog(INSTALL)
+    log.record(
+        "mirror.example", 443, allowed=False, reason="no allow rule matches", hint="mirror.example"
+    )
+    (line,) = log.report_lines(verbose=False)
+    assert line.startswith("safe-pip: network: refused mirror.example:443: ")
+    assert "pass --allow-host mirror.example" in line and "allow-hosts in [tool.safe-pip]" in line
+    assert "tool.safe-run" not in line

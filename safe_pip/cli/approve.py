@@ -27,7 +27,8 @@ USAGE = """\
 usage: safe-run allow [--project DIR]
 
 Approve the configuration of the project here (or in DIR): its [tool.safe-run]
-policy, and the package indexes its uv.toml or [tool.uv] names for safe-pip.  Until
+policy, and for safe-pip the package indexes its uv.toml or [tool.uv] names and the
+build hosts of its [tool.safe-pip].  Until
 approved, a policy that grants more than the defaults does not run, and safe-pip does
 not use a project's own index settings; a changed file needs approving again.
 """
@@ -35,10 +36,12 @@ not use a project's own index settings; a changed file needs approving again.
 _WHAT = {
     "policy": "[tool.safe-run] policy",
     "install": "package index settings",
+    "install-hosts": "[tool.safe-pip] build hosts",
 }
 _NEXT_STEP = {
     "policy": "review it with 'safe-run --explain', then approve it with 'safe-run allow'",
     "install": "if you trust it, approve it with 'safe-run allow' in the project",
+    "install-hosts": "if you trust it, approve it with 'safe-run allow' in the project",
 }
 
 
@@ -49,7 +52,7 @@ def _one_line(text: str) -> str:
 
 
 def _state_words(approval: Approval) -> str:
-    plural = approval.kind == "install"  # "settings are"
+    plural = approval.kind in ("install", "install-hosts")  # "settings are"
     if approval.state == "new":
         return "are not approved yet" if plural else "is not approved yet"
     return "changed since you approved them" if plural else "changed since you approved it"
@@ -169,6 +172,7 @@ def allow_project(project: str | None) -> int:
     """Approve the policy and the index settings of the project at ``project`` or here."""
     from safe_pip.cli.run import caller_home
     from safe_pip.installer.indexes import project_index_approval
+    from safe_pip.installer.settings import project_hosts
     from safe_pip.policy.loader import CliOverrides, load_policy
 
     home = caller_home()
@@ -176,7 +180,11 @@ def allow_project(project: str | None) -> int:
     policy = load_policy(
         cwd=os.getcwd(), project=project, overrides=CliOverrides(), variables=variables, home=home
     )
-    found = [policy.approval, project_index_approval(policy.project_dir, home, variables)]
+    found = [
+        policy.approval,
+        project_index_approval(policy.project_dir, home, variables),
+        project_hosts(policy.project_dir, home, variables)[1],
+    ]
     approvals = [approval for approval in found if approval is not None]
     if not approvals:
         where = policy.pyproject or os.path.join(policy.project_dir, "pyproject.toml")

@@ -83,12 +83,19 @@ def _indexes(
     import os
 
     from safe_pip.cli.approve import require_approval
-    from safe_pip.installer.indexes import configured_indexes, project_index_approval
+    from safe_pip.installer.indexes import (
+        configured_indexes,
+        project_index_approval,
+        uv_trust_environment,
+    )
     from safe_pip.sandbox.environment import scrub_own_argv
 
     home = os.path.expanduser("~")
     approval = project_index_approval(project, home, os.environ)
     require_approval(approval, home=home, variables=os.environ, program="safe-pip")
+    # uv.toml's TLS settings as variables: uv runs with UV_NO_CONFIG, the trust
+    # variables pass into every sandbox, and the trusted fetch reads them too.
+    os.environ.update(uv_trust_environment(project, os.environ))
     urls, links, credentials = configured_indexes(index_url, extra, find_links, project)
     if credentials:
         from urllib.parse import quote
@@ -96,6 +103,20 @@ def _indexes(
         reals = [credential.real for credential in credentials]
         scrub_own_argv([*reals, *(quote(real, safe="") for real in reals)])
     return urls, links, credentials
+
+
+def _configured_hosts(project: str | None) -> tuple[str, ...]:
+    """Extra build hosts from the user's config and the project's approved
+    ``[tool.safe-pip]`` (installer/settings.py)."""
+    import os
+
+    from safe_pip.cli.approve import require_approval
+    from safe_pip.installer.settings import project_hosts, user_hosts
+
+    home = os.path.expanduser("~")
+    hosts, approval = project_hosts(project, home, os.environ)
+    require_approval(approval, home=home, variables=os.environ, program="safe-pip")
+    return (*user_hosts(os.environ, home), *hosts)
 
 
 def _project_dir() -> str | None:
@@ -232,7 +253,8 @@ def install(
     if not packages and not requirement_files and not editables:
         raise click.UsageError("name at least one package, -r file or -e project")
     specifiers, local = _split_local(packages)
-    urls, links, credentials = _indexes(index_url, extra_index_url, find_links, _project_dir())
+    project = _project_dir()
+    urls, links, credentials = _indexes(index_url, extra_index_url, find_links, project)
     links = tuple(_local_or_url(f) for f in links)
     request = InstallRequest(
         packages=specifiers,
@@ -248,7 +270,7 @@ def install(
         no_build=no_build,
         strict=strict,
         wrap_scripts=wrap_scripts,
-        extra_hosts=allow_host,
+        extra_hosts=(*allow_host, *_configured_hosts(project)),
         extra_reads=tuple(os.path.abspath(p) for p in allow_read),
         allow_degraded=allow_degraded,
     )
@@ -316,7 +338,7 @@ def sync(
             no_build=no_build,
             strict=strict,
             exact=locked,
-            extra_hosts=allow_host,
+            extra_hosts=(*allow_host, *_configured_hosts(project_dir)),
             extra_reads=tuple(os.path.abspath(p) for p in allow_read),
             allow_degraded=allow_degraded,
         )

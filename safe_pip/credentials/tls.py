@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import datetime
     import ipaddress
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -354,7 +354,9 @@ def _default_cafile() -> str | None:
     return None
 
 
-def trust_bundle(ca_pem: bytes, base_cafile: str | None) -> bytes:
+def trust_bundle(
+    ca_pem: bytes, base_cafile: str | None, extra_cafiles: Sequence[str] = ()
+) -> bytes:
     """The CA bundle the sandbox should trust: the usual roots plus the per-run CA.
 
     Why both: the proxy terminates TLS only for the credential hosts; every other
@@ -363,29 +365,32 @@ def trust_bundle(ca_pem: bytes, base_cafile: str | None) -> bytes:
     when set (so a caller with a corporate root keeps it); None means OpenSSL's
     default bundle file.  With no bundle file at all, the result is the per-run CA
     alone (a hashed ``SSL_CERT_DIR`` cannot be concatenated; it keeps working for
-    clients that read it).
+    clients that read it).  ``extra_cafiles`` are the caller's other bundles
+    (``REQUESTS_CA_BUNDLE`` ...): the variables that named them now all name this
+    bundle, so it must hold what each of them held.
     """
     ca = ca_pem if ca_pem.endswith(b"\n") else ca_pem + b"\n"
     path = base_cafile if base_cafile else _default_cafile()
-    base = b""
-    if path:
+    parts: list[bytes] = []
+    for candidate in dict.fromkeys([*([path] if path else []), *extra_cafiles]):
         try:
-            with open(path, "rb") as bundle:
-                base = bundle.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            base = b""
-    if not base:
-        return ca
-    if not base.endswith(b"\n"):
-        base += b"\n"
-    return base + ca
+            with open(candidate, "rb") as bundle:
+                data = bundle.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+            continue
+        if data and data not in parts:
+            parts.append(data if data.endswith(b"\n") else data + b"\n")
+    return b"".join(parts) + ca
 
 
 def upstream_context(caller_env: Mapping[str, str]) -> ssl.SSLContext:
     """The client context for the proxy's own TLS connection to the real API host.
 
     It verifies as the caller's programs would: ``SSL_CERT_FILE``/``SSL_CERT_DIR``
-    from the caller's environment when set, else OpenSSL's defaults.  They are read
+    from the caller's environment when set, else OpenSSL's defaults (the system
+    store); plus every other bundle a trust variable names (``REQUESTS_CA_BUNDLE``,
+    ``PIP_CERT`` ...; safe_pip/trust_store.py), since a program inside would have
+    trusted those.  They are read
     from ``caller_env`` explicitly because the supervisor scrubs its own environment,
     so OpenSSL's getenv would not see them.  As in OpenSSL, a variable that is unset
     keeps the default for its half (file or directory).  ALPN offers only HTTP/1.1,
@@ -402,5 +407,13 @@ def upstream_context(caller_env: Mapping[str, str]) -> ssl.SSLContext:
         if capath is None and paths.openssl_capath and os.path.isdir(paths.openssl_capath):
             capath = paths.openssl_capath
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile, capath=capath)
+    from safe_pip.trust_store import caller_trust
+
+    for extra in caller_trust(caller_env).ca_files:
+        if extra != cafile:
+            try:
+                context.load_verify_locations(cafile=extra)
+            except (OSError, ssl.SSLError):
+                pass  # not a bundle after all: the others still verify
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
     return context

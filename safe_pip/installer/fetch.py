@@ -21,6 +21,10 @@ Every hop -- the first URL and each redirect -- must
 A refused hop fails the install with one line naming the redirect.  (What is left:
 the name is resolved again when urllib connects, so a DNS answer that changes in
 between is not seen.)
+
+Behind the user's own proxy (``HTTPS_PROXY`` ..., proxy/upstream_proxy.py) the fetch
+goes through it like every other client's, and a name that does not resolve here
+is left to the proxy to resolve; a name that does is still checked.
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ if TYPE_CHECKING:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def check_hop(url: str, scheme: str, rules: RuleSet) -> str | None:
+def check_hop(url: str, scheme: str, rules: RuleSet, proxied: bool = False) -> str | None:
     """Why ``url`` may not be requested (None when it may), for a fetch that began on
-    ``scheme``."""
+    ``scheme``; ``proxied``: through the user's proxy, which resolves what we cannot."""
     parts = urlsplit(url)
     if parts.scheme != scheme:
         return f"it changes the scheme from {scheme} to {parts.scheme or 'none'}"
@@ -60,7 +64,7 @@ def check_hop(url: str, scheme: str, rules: RuleSet) -> str | None:
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError):
-        return f"{host} does not resolve"
+        return None if proxied else f"{host} does not resolve"
     usable = [ip for _, ip in addresses if rules.internal_allowed(host, ip, port)]
     usable += [ip for _, ip in addresses if not is_internal(ip)]
     if not usable:
@@ -69,12 +73,32 @@ def check_hop(url: str, scheme: str, rules: RuleSet) -> str | None:
     return None
 
 
+def _user_proxies(host: str) -> dict[str, str]:
+    """urllib's proxy table for the user's ``http://`` proxy, unless NO_PROXY sends
+    ``host`` direct (the same reading as the sandbox's proxy)."""
+    import os
+
+    from safe_pip.proxy.upstream_proxy import UpstreamProxy
+
+    found = UpstreamProxy.from_environment(os.environ)
+    if not isinstance(found, UpstreamProxy) or found.bypasses(host):
+        return {}
+    name = next(
+        n for n in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "http_proxy",
+                    "HTTP_PROXY") if os.environ.get(n)
+    )  # fmt: skip
+    url = os.environ[name]
+    url = url if "://" in url else f"http://{url}"
+    return {"http": url, "https": url}
+
+
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only where :func:`check_hop` allows it."""
 
-    def __init__(self, scheme: str, rules: RuleSet) -> None:
+    def __init__(self, scheme: str, rules: RuleSet, proxied: bool) -> None:
         self._scheme = scheme
         self._rules = rules
+        self._proxied = proxied
 
     def redirect_request(
         self,
@@ -85,7 +109,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
         headers: HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
-        why = check_hop(newurl, self._scheme, self._rules)
+        why = check_hop(newurl, self._scheme, self._rules, self._proxied)
         if why is not None:
             raise SafePipError(
                 f"{req.full_url} redirected ({code}) to {newurl}, which is not followed: {why}"
@@ -108,13 +132,14 @@ def open_checked(
     if scheme not in _DEFAULT_PORTS:
         raise SafePipError(f"{url}: only http:// and https:// are fetched")
     rules = RuleSet.parse(allow)
-    why = check_hop(url, scheme, rules)
+    proxies = _user_proxies(urlsplit(url).hostname or "")
+    why = check_hop(url, scheme, rules, bool(proxies))
     if why is not None:
         raise SafePipError(f"refusing to fetch {url}: {why}")
     opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}),
+        urllib.request.ProxyHandler(proxies),
         urllib.request.HTTPSHandler(context=context),
-        _CheckedRedirects(scheme, rules),
+        _CheckedRedirects(scheme, rules, bool(proxies)),
     )
     request = urllib.request.Request(url)
     if authorization is not None:

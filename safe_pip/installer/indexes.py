@@ -234,5 +234,36 @@ def configured_indexes(
     return urls, link_urls, (*credentials, *link_credentials)
 
 
+def uv_trust_environment(project_dir: str | None, env: Mapping[str, str]) -> dict[str, str]:
+    """uv's TLS settings from its configuration files, as the variables that say the
+    same (what ``env`` lacks of them).
+
+    safe-pip runs uv with ``UV_NO_CONFIG`` (a file in the project must not widen
+    what a build may do), so a user's ``system-certs = true`` (or the older
+    ``native-tls``) in ``uv.toml`` would be lost and uv would fall back to its
+    built-in roots: "UnknownIssuer" behind a company CA that bare uv trusts.  Only
+    trust *roots* are taken from a project's own file; ``allow-insecure-host`` (no
+    verification at all) only from the user's and the system's.
+    """
+    out: dict[str, str] = {}
+    project = _project_config(project_dir)
+    own = [] if project is None else [project[1], project[1].get("pip")]
+    users = _config_tables(None)
+    for table in [t for t in own if isinstance(t, dict)] + users:
+        system_certs = table.get("system-certs", table.get("native-tls"))
+        if system_certs is True and "UV_SYSTEM_CERTS" not in out:
+            out["UV_SYSTEM_CERTS"] = "true"
+        insecure = table.get("allow-insecure-host")
+        if any(table is t for t in own):
+            continue
+        if isinstance(insecure, list) and "UV_INSECURE_HOST" not in out:
+            hosts = [h for h in insecure if isinstance(h, str) and h and " " not in h]
+            if hosts:
+                out["UV_INSECURE_HOST"] = " ".join(hosts)
+    if env.get("UV_NATIVE_TLS") or env.get("UV_SYSTEM_CERTS"):
+        out.pop("UV_SYSTEM_CERTS", None)
+    return {name: value for name, value in out.items() if name not in env}
+
+
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []

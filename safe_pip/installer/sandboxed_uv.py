@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from safe_pip.launcher.plan import SandboxPlan
 
 
-TRUST_STORE_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
-
-
 def index_arguments(index_urls: Sequence[str]) -> list[str]:
     """uv's flags for the default index and the extra ones, in order."""
     argv = ["--default-index", index_urls[0]]
@@ -97,10 +94,8 @@ def run_in_build_sandbox(
     from safe_pip.policy.loader import CliOverrides, load_policy
 
     uv = find_uv()
-    # Where the caller's TLS trust store is (a company or gateway CA may be there and
-    # not in uv's built-in roots): paths, not secrets; readable, and passed on.
-    trust = [name for name in TRUST_STORE_VARIABLES if os.environ.get(name)]
-    reads = (*reads, *(os.environ[name] for name in trust))
+    # The caller's TLS trust settings (SSL_CERT_FILE, UV_SYSTEM_CERTS ...) pass, their
+    # files readable: build_plan does that for every sandbox (safe_pip/trust_store.py).
     cache = shared_cache or os.path.join(private_dir, "uv-cache")
     os.makedirs(cache, mode=0o700, exist_ok=True)
     overrides = CliOverrides(
@@ -126,9 +121,10 @@ def run_in_build_sandbox(
     )
     policy = replace(
         policy,
+        network=replace(policy.network, reported_as="safe-pip"),
         filesystem=_with_cache(policy.filesystem, shared_cache, protected),
         env=EnvPolicy(
-            pass_names=(*policy.env.pass_names, *trust),
+            pass_names=policy.env.pass_names,
             set_values=(*policy.env.set_values, *uv_settings),
         ),
     )

@@ -143,12 +143,22 @@ def stage1(
         if mode == "namespace":
             namespaces.bring_up_loopback()
             if net is not None:
-                from safe_pip.launcher.network import TAG_LISTENER, listen_here, send_fd
+                from safe_pip.launcher.network import (
+                    TAG_DNS,
+                    TAG_LISTENER,
+                    dns_socket_here,
+                    listen_here,
+                    send_fd,
+                )
 
                 os.close(net.host_listener_fd)  # a host-side socket has no place in here
                 listener = listen_here(net.port)
                 send_fd(net.channel_fd, TAG_LISTENER, listener)
                 os.close(listener)
+                dns = dns_socket_here()  # lookups the program makes itself, for the report
+                if dns is not None:
+                    send_fd(net.channel_fd, TAG_DNS, dns)
+                    os.close(dns)
                 os.close(net.channel_fd)
                 net = None
         if mode == "fallback":

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from safe_pip.credentials.tls import RunCA
     from safe_pip.proxy.credentials import Vault
     from safe_pip.proxy.log import DestinationLog
+    from safe_pip.proxy.upstream_proxy import UpstreamProxy
 
 #: Variables naming a CA bundle, set to the per-run bundle for ``tls``-mode credentials.
 CA_VARIABLES = (
@@ -66,9 +67,9 @@ def prepare_credentials(
             env[spec.env] = credential.phantom
         if spec.mode == "base-url" and spec.base_url and spec.base_url_env:
             env[spec.base_url_env] = route_url(port, spec.name, spec.base_url)
-    trust_env = {
-        name: caller_env[name] for name in ("SSL_CERT_FILE", "SSL_CERT_DIR") if name in caller_env
-    }
+    from safe_pip.trust_store import TRUST_VARIABLES, caller_trust
+
+    trust_env = {name: caller_env[name] for name in TRUST_VARIABLES if name in caller_env}
     tls_hosts = [host for c in armed if c.spec.mode == "tls" for host in c.spec.hosts]
     run_ca = None
     if tls_hosts:
@@ -77,12 +78,15 @@ def prepare_credentials(
         run_ca = RunCA.create(tls_hosts)
         bundle = os.path.join(private_dir, BUNDLE_NAME)
         with open(bundle, "wb") as handle:
-            handle.write(trust_bundle(run_ca.cert_pem, trust_env.get("SSL_CERT_FILE")))
+            extra = caller_trust(trust_env).ca_files
+            handle.write(trust_bundle(run_ca.cert_pem, trust_env.get("SSL_CERT_FILE"), extra))
         env.update(dict.fromkeys(CA_VARIABLES, bundle))
     return env, CredentialSetup(armed, run_ca, trust_env)
 
 
-def make_vault(setup: CredentialSetup, log: DestinationLog, port: int) -> Vault:
+def make_vault(
+    setup: CredentialSetup, log: DestinationLog, port: int, upstream: UpstreamProxy | None
+) -> Vault:
     """The proxy's vault (in the supervisor, after the fork)."""
     from safe_pip.credentials.tls import upstream_context
     from safe_pip.proxy.credentials import Vault
@@ -94,4 +98,5 @@ def make_vault(setup: CredentialSetup, log: DestinationLog, port: int) -> Vault:
         proxy_port=port,
         upstream_context=lambda: upstream_context(trust_env),
         run_ca=setup.run_ca,
+        upstream=upstream,
     )

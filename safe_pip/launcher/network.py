@@ -37,12 +37,16 @@ from safe_pip.policy.model import NetworkPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from safe_pip.launcher.credentials import CredentialSetup
     from safe_pip.proxy.log import DestinationLog
+    from safe_pip.proxy.upstream_proxy import UpstreamProxy
 
 PROXY_HOST = "127.0.0.1"
 BACKLOG = 4096
 TAG_LISTENER = b"listen"
+TAG_DNS = b"dns"
 TAG_NOTIFY = b"notify"
 _INT = struct.Struct("i")
 
@@ -58,10 +62,13 @@ class NetworkSetup:
     network: NetworkPolicy
     log: DestinationLog | None = None
     credentials: CredentialSetup | None = None
+    #: The caller's own proxy (HTTPS_PROXY ...), read before the environment is
+    #: scrubbed; its credentials stay in this process.
+    upstream: UpstreamProxy | None = None
 
 
-def prepare_network(network: NetworkPolicy) -> NetworkSetup:
-    """The pre-fork sockets for an allowlist policy."""
+def prepare_network(network: NetworkPolicy, caller_env: Mapping[str, str]) -> NetworkSetup:
+    """The pre-fork sockets for an allowlist policy, and the caller's own proxy."""
     listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     listener.bind((PROXY_HOST, 0))
     listener.listen(BACKLOG)
@@ -69,7 +76,16 @@ def prepare_network(network: NetworkPolicy) -> NetworkSetup:
         _socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC
     )
     port = listener.getsockname()[1]
-    return NetworkSetup(port, listener, parent, child, network)
+    setup = NetworkSetup(port, listener, parent, child, network)
+    if any(name.lower().endswith("_proxy") and value for name, value in caller_env.items()):
+        from safe_pip.proxy.upstream_proxy import UpstreamProxy
+
+        found = UpstreamProxy.from_environment(caller_env)
+        if isinstance(found, str):
+            sys.stderr.write(f"{network.reported_as}: network: {found}: connecting directly\n")
+        else:
+            setup.upstream = found
+    return setup
 
 
 def proxy_environment(port: int) -> dict[str, str]:
@@ -107,6 +123,18 @@ def listen_here(port: int) -> int:
     except OSError:
         sock.close()
         raise
+    return int(sock.detach())
+
+
+def dns_socket_here() -> int | None:
+    """A UDP socket on 127.0.0.1:53 in the caller's (the sandbox's) network namespace,
+    where glibc sends queries when it finds no resolv.conf; None if it cannot bind."""
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.bind((PROXY_HOST, 53))
+    except OSError:
+        sock.close()
+        return None
     return int(sock.detach())
 
 
@@ -159,18 +187,25 @@ def start_network(setup: NetworkSetup, mode: str) -> None:
     setup.parent_channel.close()
     import socket
 
+    from safe_pip.proxy.advice import Advice
     from safe_pip.proxy.log import DestinationLog
     from safe_pip.proxy.rules import RuleSet
     from safe_pip.proxy.server import ProxyServer
 
     rules = RuleSet.parse(setup.network.allow)
-    log = setup.log = DestinationLog()
+    log = setup.log = DestinationLog(Advice(setup.network.reported_as))
     vault = None
     if setup.credentials is not None:
         from safe_pip.launcher.credentials import make_vault
 
-        vault = make_vault(setup.credentials, log, setup.port)
-    server = ProxyServer(rules, log, vault=vault)
+        vault = make_vault(setup.credentials, log, setup.port, setup.upstream)
+    server = ProxyServer(rules, log, vault=vault, upstream=setup.upstream)
+    dns = fds.pop(TAG_DNS, None)
+    if dns is not None:
+        from safe_pip.proxy.dns import serve_dns
+        from safe_pip.proxy.relay import start_thread
+
+        start_thread(serve_dns, socket.socket(fileno=dns), rules, log, name="safe-run-dns")
     inside = fds.pop(TAG_LISTENER, None)
     if mode == "namespace" and inside is not None:
         setup.host_listener.close()

@@ -16,6 +16,7 @@ from safe_pip.policy.model import NetworkPolicy, Policy, is_within, pure_path
 from safe_pip.runner.target import Target, resolve_target
 from safe_pip.sandbox.environment import build_environment
 from safe_pip.sandbox.fs_rules import FsGrants
+from safe_pip.trust_store import caller_trust
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ def build_grants(
         read.append(venv)
         read.extend(pth_directories(venv, caller_env.get("HOME")))
     read.append("/proc")
+    read.extend(caller_trust(caller_env, fs.deny).reads)
     persistent = [path for path in fs.write if not is_within(path, private_dir)]
     protected: list[str] = []
     sealed: list[str] = []
@@ -274,9 +276,11 @@ def build_plan(
             started_ns=time.time_ns(),
             git=policy.filesystem.git,
         )
+    # The caller's CA settings pass (their files are read grants: build_grants).
+    trust = caller_trust(caller_env, policy.filesystem.deny)
     env = build_environment(
         caller_env,
-        pass_names=policy.env.pass_names,
+        pass_names=(*policy.env.pass_names, *trust.names),
         set_values=policy.env.set_values,
         home=os.path.join(private_dir, "home"),
         tmpdir=os.path.join(private_dir, "tmp"),

@@ -140,7 +140,7 @@ def run_sandboxed(
     if plan.network.mode == "allowlist":
         from safe_pip.launcher.network import prepare_network, proxy_environment
 
-        network = prepare_network(plan.network)
+        network = prepare_network(plan.network, os.environ)
         extra_env = proxy_environment(network.port)
         if plan.credentials:
             from safe_pip.launcher.credentials import prepare_credentials

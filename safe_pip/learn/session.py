@@ -96,13 +96,21 @@ def learned_run(
 def with_internal_addresses(
     hints: Iterable[str], resolver: Callable[[str, int], list[tuple[int, str]]] | None = None
 ) -> list[str]:
-    """Host patterns, each name followed by the internal addresses it resolves to.
+    """Host patterns, each name followed by the internal addresses it resolves to
+    that the name alone does not open.
 
-    The proxy refuses a name that leads to an internal address (a gateway, a split-
-    horizon DNS) unless that address is allowed as an IP literal too; proposing both
-    at once saves a round, and the report shows the address for what it is.
+    A name listed exactly may lead to a site-range address (a gateway, a private
+    index; see safe_pip.proxy.rules), but never to loopback or link-local: those need
+    the address as an IP rule too.  Proposing both at once saves a round, and the
+    report shows the address for what it is.
     """
-    from safe_pip.proxy.addresses import canonical_ip, is_internal, join_host_port, resolve
+    from safe_pip.proxy.addresses import (
+        canonical_ip,
+        is_internal,
+        is_site_address,
+        join_host_port,
+        resolve,
+    )
     from safe_pip.proxy.rules import DEFAULT_PORTS, HostRule
 
     out: list[str] = []
@@ -121,7 +129,7 @@ def with_internal_addresses(
                 continue
             for _family, ip in addresses:
                 address = canonical_ip(ip) or ip
-                if is_internal(address):
+                if is_internal(address) and not is_site_address(address):
                     pattern = address if port in DEFAULT_PORTS else join_host_port(address, port)
                     out.append(pattern)
     return list(dict.fromkeys(out))

@@ -74,6 +74,9 @@ class NetworkPolicy:
 
     mode: NetworkMode = "none"
     allow: tuple[str, ...] = ()
+    #: Which command's settings a refusal names ("safe-run" or "safe-pip"): the same
+    #: proxy serves safe-pip's build sandbox, whose allow list is set elsewhere.
+    reported_as: str = "safe-run"
 
 
 @record

@@ -27,7 +27,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-__all__ = ["canonical_ip", "is_internal", "is_loopback", "join_host_port", "resolve"]
+__all__ = [
+    "canonical_ip",
+    "describe_internal",
+    "is_internal",
+    "is_loopback",
+    "is_site_address",
+    "join_host_port",
+    "resolve",
+]
 
 _MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
 
@@ -55,6 +63,27 @@ _INTERNAL_V4 = (
 # Everything outside 2000::/3 (ULA, link-local, site-local, multicast, ::/96 ...) is
 # internal by construction, except NAT64 (64:ff9b::/96), which is unwrapped instead.
 _INTERNAL_V6 = ("2001::/23", "2001:db8::/32", "3fff::/20")
+
+# The internal ranges a site uses for its own machines, where a host the user named
+# exactly may lead (rules.py): private networks (a devpi or Artifactory on 10.x),
+# CGNAT (Tailscale and other overlays hand out 100.64.0.0/10), IPv6 unique-local, and
+# the documentation and benchmarking ranges, which gateways and "fake-IP" DNS proxies
+# answer with.  Not here, so never reached through a name: loopback (services on this
+# machine), link-local (the cloud metadata service), "this network", multicast,
+# reserved and the IETF protocol ranges.  Each entry: (network, what to call it).
+_SITE_RANGES = (
+    ("10.0.0.0/8", "a private address"),
+    ("172.16.0.0/12", "a private address"),
+    ("192.168.0.0/16", "a private address"),
+    ("100.64.0.0/10", "a shared (CGNAT) address"),
+    ("192.0.2.0/24", "a documentation-range address"),
+    ("198.51.100.0/24", "a documentation-range address"),
+    ("203.0.113.0/24", "a documentation-range address"),
+    ("198.18.0.0/15", "a benchmarking-range address"),
+    ("fc00::/7", "a unique-local address"),
+    ("2001:db8::/32", "a documentation-range address"),
+    ("3fff::/20", "a documentation-range address"),
+)
 _GLOBAL_UNICAST = "2000::/3"
 _NAT64 = "64:ff9b::/96"
 
@@ -67,6 +96,7 @@ class _Tables:
     internal_v6: tuple[IPv6Network, ...]
     global_unicast: IPv6Network
     nat64: IPv6Network
+    site: tuple[tuple[IPv4Network | IPv6Network, str], ...]
 
 
 _built: list[_Tables] = []
@@ -127,6 +157,44 @@ def is_internal(ip: str) -> bool:
     return not address.is_global or address.is_multicast
 
 
+def _site_range(ip: str) -> str | None:
+    """What to call ``ip`` if it lies in one of the site ranges (an IPv4 address
+    wrapped in IPv6 counts as itself), else None."""
+    import ipaddress
+
+    try:
+        address: IPv4Address | IPv6Address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    tables = _tables()
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _embedded_ipv4(address, tables.nat64) or address
+    for network, what in tables.site:
+        if address.version == network.version and address in network:
+            return what
+    return None
+
+
+def is_site_address(ip: str) -> bool:
+    """Whether ``ip`` is internal but of the kind a site's own hosts have (private,
+    CGNAT, unique-local, documentation, benchmarking): where an exactly named host may
+    lead.  Loopback, link-local, multicast and reserved addresses are not."""
+    return _site_range(ip) is not None
+
+
+def describe_internal(ip: str) -> str:
+    """A few words on what kind of internal address ``ip`` is, for refusals."""
+    what = _site_range(ip)
+    if what is not None:
+        return what
+    if is_loopback(ip):
+        return "a loopback address (this machine)"
+    address = canonical_ip(ip) or ""
+    if address.startswith("169.254.") or address.startswith("fe80:"):
+        return "a link-local address (where cloud metadata services live)"
+    return "a reserved or special-purpose address"
+
+
 def _embedded_ipv4(address: IPv6Address, nat64: IPv6Network) -> IPv4Address | None:
     """The IPv4 address an IPv6 address merely wraps (mapped, 6to4, NAT64), if any."""
     import ipaddress
@@ -150,6 +218,7 @@ def _tables() -> _Tables:
                 internal_v6=tuple(ipaddress.IPv6Network(text) for text in _INTERNAL_V6),
                 global_unicast=ipaddress.IPv6Network(_GLOBAL_UNICAST),
                 nat64=ipaddress.IPv6Network(_NAT64),
+                site=tuple((ipaddress.ip_network(net), what) for net, what in _SITE_RANGES),
             )
         )
     return _built[0]

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from safe_pip.credentials.tls import RunCA
     from safe_pip.proxy.log import DestinationLog
     from safe_pip.proxy.upstream import Resolver
+    from safe_pip.proxy.upstream_proxy import UpstreamProxy
 
 __all__ = ["ROUTE_PREFIX", "Vault", "route_url"]
 
@@ -85,6 +86,7 @@ class Vault:
         run_ca: RunCA | None = None,
         connect_timeout: float = 10.0,
         resolver: Resolver | None = None,
+        upstream: UpstreamProxy | None = None,
     ) -> None:
         self._armed = tuple(armed)
         self._log = log
@@ -101,7 +103,11 @@ class Vault:
         # Only the credentials' own hosts, whatever network.allow says: this gate is
         # what lets a route reach a host the sandbox itself may not connect to.
         self._gate = Gate(
-            RuleSet.parse(hosts), log, connect_timeout=connect_timeout, resolver=resolver
+            RuleSet.parse(hosts),
+            log,
+            connect_timeout=connect_timeout,
+            resolver=resolver,
+            upstream=upstream,
         )
 
     # -- which requests are ours ------------------------------------------------------

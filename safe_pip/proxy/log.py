@@ -17,14 +17,12 @@ import threading
 
 from safe_pip._records import mutable_record
 from safe_pip.proxy.addresses import join_host_port
+from safe_pip.proxy.advice import RUN, Advice
 
 __all__ = ["MAX_ENTRIES", "DestinationLog"]
 
 #: Distinct (destination, verdict) lines kept; later newcomers are only counted.
 MAX_ENTRIES = 2048
-
-_PREFIX = "safe-run: network: "
-_POLICY_KEY = "[tool.safe-run.network] allow"
 
 
 @mutable_record
@@ -39,7 +37,9 @@ class _Entry:
 class DestinationLog:
     """Thread-safe tally of the proxy's (and the launcher's) network decisions."""
 
-    def __init__(self) -> None:
+    def __init__(self, advice: Advice = RUN) -> None:
+        #: How refusals name the fix: safe-run's policy key or safe-pip's flag.
+        self.advice = advice
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str, int, bool], _Entry] = {}
         self._unlisted = {True: 0, False: 0}  # allowed -> attempts beyond MAX_ENTRIES
@@ -54,7 +54,8 @@ class DestinationLog:
         hint: str | None,
         via: str = "proxy",
     ) -> None:
-        """Count one decision.  ``via="direct"``: a raw connect() the launcher refused.
+        """Count one decision.  ``via="direct"``: a raw connect() the launcher refused;
+        ``via="dns"``: a name the program asked the sandbox's DNS for (safe_pip/proxy/dns.py).
 
         The first reason and hint seen for a destination are the ones reported.
         """
@@ -86,35 +87,39 @@ class DestinationLog:
         with self._lock:
             items = [(key, _Entry(e.count, e.reason, e.hint)) for key, e in self._entries.items()]
             unlisted = dict(self._unlisted)
-        lines = [_refused_line(*key[:3], entry) for key, entry in items if not key[3]]
+        prefix = self.advice.prefix
+        lines = [self._refused_line(*key[:3], entry) for key, entry in items if not key[3]]
         if unlisted[False]:
-            lines.append(f"{_PREFIX}refused {_times_phrase(unlisted[False])} to other destinations")
+            lines.append(f"{prefix}refused {_times_phrase(unlisted[False])} to other destinations")
         if verbose:
-            lines += [_allowed_line(*key[:3], entry) for key, entry in items if key[3]]
+            lines += [_allowed_line(prefix, *key[:3], entry) for key, entry in items if key[3]]
             if unlisted[True]:
                 lines.append(
-                    f"{_PREFIX}allowed {_times_phrase(unlisted[True])} to other destinations"
+                    f"{prefix}allowed {_times_phrase(unlisted[True])} to other destinations"
                 )
         return lines
 
+    def _refused_line(self, via: str, host: str, port: int, entry: _Entry) -> str:
+        destination = join_host_port(host, port)
+        prefix = self.advice.prefix
+        if via == "dns":
+            line = f"{prefix}the program looked up {host} itself{_count(entry.count)}: "
+            line += entry.reason
+        elif via == "direct":
+            line = f"{prefix}refused direct connection to {destination}{_count(entry.count)}"
+            if entry.reason:
+                line += f": {entry.reason}"
+            line += " (use the proxy in HTTPS_PROXY)"
+        else:
+            line = f"{prefix}refused {destination}{_count(entry.count)}: {entry.reason}"
+        if entry.hint is not None:
+            line += f"; to allow it {self.advice.how_to_allow(entry.hint)}"
+        return line
 
-def _refused_line(via: str, host: str, port: int, entry: _Entry) -> str:
-    destination = join_host_port(host, port)
-    if via == "direct":
-        line = f"{_PREFIX}refused direct connection to {destination}{_count(entry.count)}"
-        if entry.reason:
-            line += f": {entry.reason}"
-        line += " (use the proxy in HTTPS_PROXY)"
-    else:
-        line = f"{_PREFIX}refused {destination}{_count(entry.count)}: {entry.reason}"
-    if entry.hint is not None:
-        line += f'; to allow it add "{entry.hint}" to {_POLICY_KEY} (or --allow-host {entry.hint})'
-    return line
 
-
-def _allowed_line(via: str, host: str, port: int, entry: _Entry) -> str:
+def _allowed_line(prefix: str, via: str, host: str, port: int, entry: _Entry) -> str:
     what = "direct connection to " if via == "direct" else ""
-    return f"{_PREFIX}allowed {what}{join_host_port(host, port)}{_count(entry.count)}"
+    return f"{prefix}allowed {what}{join_host_port(host, port)}{_count(entry.count)}"
 
 
 def _count(count: int) -> str:

@@ -10,22 +10,28 @@ metadata service at 169.254.169.254), CGNAT, ULA, reserved ranges; see
 :func:`safe_pip.proxy.addresses.is_internal` — are reachable only when the policy
 names them explicitly:
 
-* an IP-literal rule for that very address and port (``127.0.0.1:8000``), or
+* an IP-literal rule for that very address and port (``127.0.0.1:8000``), any range;
 * the request host is exactly ``localhost``, a ``localhost[:port]`` rule matched, and
   the address is a loopback one.  That name comes from /etc/hosts, not from DNS an
-  attacker controls.
+  attacker controls;
+* the request host is a name the policy lists *exactly* (not through a wildcard)
+  for that port, and the address is in a site range
+  (:func:`~safe_pip.proxy.addresses.is_site_address`: private, CGNAT, unique-local,
+  documentation, benchmarking).  That is how gateways, split-horizon DNS and
+  self-hosted indexes work: ``pypi.org`` answered with 203.0.113.80 by the company's
+  resolver, ``devpi.corp`` on 10.1.2.3.  The user chose that name; its DNS is the
+  user's network's.
 
-A host name (exact or wildcard) that resolves to an internal address is refused even
-though its rule matched.  This is the DNS-rebinding defence: whoever controls the DNS
-of an allowed name (``*.githubusercontent.com`` covers a lot of names) must not be
-able to point it at the user's router, a database on localhost or the metadata
-service.
+Everything else stays refused, and this is the DNS-rebinding defence: a name reached
+through a wildcard (``*.githubusercontent.com`` covers names nobody reviewed) never
+leads to an internal address, and no name leads to loopback (services on this
+machine) or link-local (the metadata service), whoever runs its DNS.
 """
 
 from __future__ import annotations
 
 from safe_pip._records import record
-from safe_pip.proxy.addresses import canonical_ip, is_loopback, join_host_port
+from safe_pip.proxy.addresses import canonical_ip, is_loopback, is_site_address, join_host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -113,8 +119,9 @@ class RuleSet:
     def internal_allowed(self, host: str, ip: str, port: int) -> bool:
         """Whether the internal address ``ip``, reached as ``host:port``, may be used.
 
-        See the module docstring: an IP rule for ``ip`` and ``port``, or ``localhost``
-        through a ``localhost`` rule to a loopback address.  Nothing else.
+        See the module docstring: an IP rule for ``ip`` and ``port``; ``localhost``
+        through a ``localhost`` rule to a loopback address; a name listed exactly to
+        a site-range address.  Nothing else.
         """
         address = canonical_ip(ip)
         if address is None:
@@ -122,10 +129,18 @@ class RuleSet:
         for rule in self.rules:
             if rule.is_ip and rule.host == address and port in rule.ports:
                 return True
-        if normalise_host(host) != "localhost" or not is_loopback(address):
+        name = normalise_host(host)
+        if name is None or canonical_ip(name) is not None:
             return False
+        if name == "localhost":
+            return is_loopback(address) and self.names_exactly(name, port)
+        return is_site_address(address) and self.names_exactly(name, port)
+
+    def names_exactly(self, host: str, port: int) -> bool:
+        """Whether a rule lists the name ``host`` itself (no wildcard) for ``port``."""
+        name = normalise_host(host)
         return any(
-            rule.host == "localhost" and not rule.wildcard and port in rule.ports
+            not rule.is_ip and not rule.wildcard and rule.host == name and port in rule.ports
             for rule in self.rules
         )
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from safe_pip.proxy.log import DestinationLog
     from safe_pip.proxy.rules import RuleSet
     from safe_pip.proxy.upstream import Resolver
+    from safe_pip.proxy.upstream_proxy import UpstreamProxy
 
 __all__ = ["MAX_HEAD", "ProxyServer"]
 
@@ -67,8 +68,11 @@ class ProxyServer:
         max_connections: int = 1024,
         resolver: Resolver | None = None,
         vault: Vault | None = None,
+        upstream: UpstreamProxy | None = None,
     ) -> None:
-        self._gate = Gate(rules, log, connect_timeout=connect_timeout, resolver=resolver)
+        self._gate = Gate(
+            rules, log, connect_timeout=connect_timeout, resolver=resolver, upstream=upstream
+        )
         self._vault = vault
         self._head_timeout = head_timeout
         self._max_connections = max(1, max_connections)

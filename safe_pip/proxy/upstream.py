@@ -14,7 +14,14 @@ from __future__ import annotations
 import errno
 import socket
 
-from safe_pip.proxy.addresses import is_internal, join_host_port, resolve
+from safe_pip.proxy.addresses import (
+    canonical_ip,
+    describe_internal,
+    is_internal,
+    is_site_address,
+    join_host_port,
+    resolve,
+)
 from safe_pip.proxy.refusal import (
     SOCKS_FAILURE,
     SOCKS_HOST_UNREACHABLE,
@@ -31,12 +38,11 @@ if TYPE_CHECKING:
 
     from safe_pip.proxy.log import DestinationLog
     from safe_pip.proxy.rules import RuleSet
+    from safe_pip.proxy.upstream_proxy import UpstreamProxy
 
     Resolver = Callable[[str, int], list[tuple[int, str]]]
 
 __all__ = ["Gate"]
-
-_POLICY_KEY = "[tool.safe-run.network] allow"
 
 
 class Gate:
@@ -49,55 +55,112 @@ class Gate:
         *,
         connect_timeout: float,
         resolver: Resolver | None,
+        upstream: UpstreamProxy | None = None,
     ) -> None:
+        self._upstream = upstream
         self._rules = rules
         self._log = log
         self._connect_timeout = connect_timeout
         self._resolve: Resolver = resolve if resolver is None else resolver
+        self._advice = log.advice
 
     def open(self, host: str, port: int) -> socket.socket:
         """Check ``host:port`` against the policy and connect to a checked address."""
         destination = join_host_port(host, port)
+        command = self._advice.command
         if self._rules.match(host, port) is None:
             hint = self._rules.hint(host, port)
             self._log.record(host, port, allowed=False, reason="no allow rule matches", hint=hint)
             raise Reject(
                 403,
                 SOCKS_NOT_ALLOWED,
-                f"safe-run refused {destination}: no rule in {_POLICY_KEY} matches. "
-                f'Add "{hint}" (or pass --allow-host {hint}) to allow it.',
+                f"{command} refused {destination}: no allow rule matches; to allow it "
+                f"{self._advice.how_to_allow(hint)}.",
             )
         try:
             addresses = self._resolve(host, port)
         except (OSError, UnicodeError):
             addresses = []
+        via_upstream = self._upstream is not None and self._uses_upstream(host)
+        if not addresses and via_upstream:
+            return self._through_upstream(host, port)  # only the user's proxy can resolve it
         if not addresses:
             self._log.record(host, port, allowed=True, reason="cannot resolve", hint=None)
-            raise Reject(502, SOCKS_HOST_UNREACHABLE, f"safe-run could not resolve {host}.")
+            raise Reject(502, SOCKS_HOST_UNREACHABLE, f"{command} could not resolve {host}.")
         usable = [
             (family, ip)
             for family, ip in addresses
             if not is_internal(ip) or self._rules.internal_allowed(host, ip, port)
         ]
         if not usable:
-            internal = addresses[0][1]
-            hint = self._rules.hint(internal, port)
-            self._log.record(
-                host,
-                port,
-                allowed=False,
-                reason=f"resolves to internal address {internal}",
-                hint=hint,
-            )
+            reason, hint = self._internal_refusal(host, port, addresses[0][1])
+            self._log.record(host, port, allowed=False, reason=reason, hint=hint)
             raise Reject(
                 403,
                 SOCKS_NOT_ALLOWED,
-                f"safe-run refused {destination}: it resolves to the internal address "
-                f"{internal}, and a host name may not lead to an internal address. "
-                f'Add "{hint}" (or pass --allow-host {hint}) to allow that address.',
+                f"{command} refused {destination}: {reason}; to allow it "
+                f"{self._advice.how_to_allow(hint)}.",
             )
+        if via_upstream:
+            return self._through_upstream(host, port)
         self._log.record(host, port, allowed=True, reason="allowed", hint=None)
         return self._connect(destination, port, usable)
+
+    def _uses_upstream(self, host: str) -> bool:
+        """Whether an allowed ``host`` is reached through the user's proxy: not when
+        NO_PROXY says so, nor for ``localhost`` or an internal IP literal (a service
+        on this machine or this network, which no outside proxy can reach)."""
+        assert self._upstream is not None
+        if host.lower().rstrip(".") == "localhost" or self._upstream.bypasses(host):
+            return False
+        literal = canonical_ip(host.strip("[]"))
+        return literal is None or not is_internal(literal)
+
+    def _through_upstream(self, host: str, port: int) -> socket.socket:
+        """``CONNECT host:port`` through the user's proxy (the name as asked for: the
+        proxy resolves it)."""
+        from safe_pip.proxy.upstream_proxy import UpstreamRefused
+
+        assert self._upstream is not None
+        destination = join_host_port(host, port)
+        command = self._advice.command
+        try:
+            upstream = self._upstream.open_tunnel(host, port, self._connect_timeout)
+        except UpstreamRefused as exc:
+            self._log.record(host, port, allowed=True, reason=str(exc), hint=None)
+            raise Reject(
+                502, SOCKS_FAILURE, f"{command} could not reach {destination}: {exc}."
+            ) from None
+        except OSError as exc:
+            _code, why = _connect_failure(exc, self._connect_timeout)
+            where = self._upstream.where
+            self._log.record(host, port, allowed=True, reason=f"your proxy: {why}", hint=None)
+            raise Reject(
+                502, SOCKS_FAILURE, f"{command} could not connect to your proxy {where}: {why}."
+            ) from None
+        self._log.record(host, port, allowed=True, reason="allowed", hint=None)
+        no_delay(upstream)
+        return upstream
+
+    def _internal_refusal(self, host: str, port: int, internal: str) -> tuple[str, str]:
+        """Why ``host`` may not lead to ``internal``, and the one pattern that fixes it.
+
+        A site-range address (a gateway, a private index) is allowed for a name listed
+        exactly, so the fix is that name; a reached-through-a-wildcard name gets the
+        same advice.  Loopback, link-local and reserved addresses are never reached
+        through a name: the fix is the address itself, named as an IP rule.
+        """
+        what = describe_internal(internal)
+        if is_site_address(internal):
+            return (
+                f"it resolves to {internal} ({what}), which only a host named exactly "
+                "(not through a wildcard) may lead to",
+                self._rules.hint(host, port),
+            )
+        return (
+            f"it resolves to {internal} ({what}), which no host name may lead to",
+            self._rules.hint(internal, port),
+        )
 
     def _connect(
         self, destination: str, port: int, addresses: list[tuple[int, str]]
@@ -120,7 +183,9 @@ class Gate:
             no_delay(upstream)
             return upstream
         code, why = _connect_failure(failure, self._connect_timeout)
-        raise Reject(502, code, f"safe-run could not connect to {destination}: {why}.")
+        raise Reject(
+            502, code, f"{self._advice.command} could not connect to {destination}: {why}."
+        )
 
 
 def _connect_failure(failure: OSError | None, timeout: float) -> tuple[int, str]:
