@@ -44,6 +44,15 @@ def explain(policy: Policy, plan: SandboxPlan) -> str:
             "the proxy is reachable (fallback)"
         )
         lines.append(f"# network: allowlist through the proxy at 127.0.0.1 ({how})")
+        import os
+
+        from safe_pip.proxy.upstream_proxy import UpstreamProxy
+
+        upstream = UpstreamProxy.from_environment(os.environ)
+        if isinstance(upstream, UpstreamProxy):
+            lines.append(f"# network: allowed connections go through your proxy {upstream.where}")
+        elif isinstance(upstream, str):
+            lines.append(f"# network: {upstream}; connections are made directly")
     else:
         lines.append("# network: none")
     if plan.target is not None:
