@@ -76,6 +76,8 @@ def caller_trust(caller_env: Mapping[str, str], deny: Iterable[str] = ()) -> Tru
     names: list[str] = []
     reads: list[str] = []
     ca_files: list[str] = []
+    # Most of these variables name the same bundle: look each path up once.
+    kinds: dict[str, str | None] = {}  # path -> "file", "dir", "missing"; None: denied
     for name in TRUST_VARIABLES:
         value = caller_env.get(name)
         if not value:
@@ -84,16 +86,29 @@ def caller_trust(caller_env: Mapping[str, str], deny: Iterable[str] = ()) -> Tru
             names.append(name)
             continue
         paths = value.split(":") if name in CA_DIR_VARIABLES else [value]
-        paths = [os.path.abspath(p) for p in paths if p]
-        if any(_denied(path, denied) for path in paths):
+        paths = [p if p.startswith("/") else os.path.abspath(p) for p in paths if p]
+        for path in paths:
+            if path not in kinds:
+                kinds[path] = None if _denied(path, denied) else _kind(path)
+        if any(kinds[path] is None for path in paths):
             continue
         names.append(name)
         for path in paths:
-            if os.path.exists(path):
+            if kinds[path] != "missing":
                 reads.append(path)
-                if name in CA_FILE_VARIABLES and os.path.isfile(path):
+                if name in CA_FILE_VARIABLES and kinds[path] == "file":
                     ca_files.append(path)
     return TrustStore(tuple(names), tuple(dict.fromkeys(reads)), tuple(dict.fromkeys(ca_files)))
+
+
+def _kind(path: str) -> str:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return "missing"
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
 
 
 def _denied(path: str, deny: tuple[str, ...]) -> bool:

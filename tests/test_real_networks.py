@@ -485,8 +485,8 @@ def test_dns_questions_are_parsed_strictly_and_answered_refused() -> None:
 
     query = bytes.fromhex("abcd01000001000000000000") + b"\x04evil\x07example\x00\x00\x01\x00\x01"
     parsed = parse_question(query)
-    assert parsed == ("evil.example", len(query))
-    answer = refused_answer(query, parsed[1])
+    assert parsed == ("evil.example", 1, len(query))
+    answer = refused_answer(query, parsed[2])
     assert answer[:2] == b"\xab\xcd" and answer[3] & 0x0F == 5 and answer[2] & 0x80
     assert answer[12:] == query[12:]
     assert parse_question(query[:-1]) is None

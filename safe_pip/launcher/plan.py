@@ -16,7 +16,7 @@ from safe_pip.policy.model import NetworkPolicy, Policy, is_within, pure_path
 from safe_pip.runner.target import Target, resolve_target
 from safe_pip.sandbox.environment import build_environment
 from safe_pip.sandbox.fs_rules import FsGrants
-from safe_pip.trust_store import caller_trust
+from safe_pip.trust_store import TrustStore, caller_trust
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ def build_grants(
     private_dir: str,
     caller_env: Mapping[str, str] | None = None,
     guard_persistence: bool = True,
+    trust: TrustStore | None = None,
 ) -> FsGrants:
     """Policy paths plus what the launcher itself needs (interpreter, venv, scratch),
     and what must stay read-only whatever the policy says (launcher/persistence.py)."""
@@ -192,7 +193,8 @@ def build_grants(
         read.append(venv)
         read.extend(pth_directories(venv, caller_env.get("HOME")))
     read.append("/proc")
-    read.extend(caller_trust(caller_env, fs.deny).reads)
+    # The caller's CA bundles (their variables pass: build_plan).
+    read.extend((trust or caller_trust(caller_env, fs.deny)).reads)
     persistent = [path for path in fs.write if not is_within(path, private_dir)]
     protected: list[str] = []
     sealed: list[str] = []
@@ -250,6 +252,8 @@ def build_plan(
     """Everything the child applies; ``guard_persistence=False`` is for the install
     sandbox, whose job is to write a venv's ``bin/`` and ``.pth`` files (its own
     audit reports what it added)."""
+    # The caller's CA settings: their variables pass, their files are read grants.
+    trust = caller_trust(caller_env, policy.filesystem.deny)
     grants = build_grants(
         policy,
         python=python,
@@ -257,6 +261,7 @@ def build_plan(
         private_dir=private_dir,
         caller_env=caller_env,
         guard_persistence=guard_persistence,
+        trust=trust,
     )
     path_dirs = sandbox_path_dirs(caller_env.get("PATH", ""), grants, python=python, venv=venv)
     target = (
@@ -276,8 +281,6 @@ def build_plan(
             started_ns=time.time_ns(),
             git=policy.filesystem.git,
         )
-    # The caller's CA settings pass (their files are read grants: build_grants).
-    trust = caller_trust(caller_env, policy.filesystem.deny)
     env = build_environment(
         caller_env,
         pass_names=(*policy.env.pass_names, *trust.names),

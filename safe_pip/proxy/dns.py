@@ -31,9 +31,14 @@ _REFUSED = 5
 _MAX_DATAGRAM = 4096
 
 
-def parse_question(packet: bytes) -> tuple[str, int] | None:
-    """``(name, end of the question section)`` of a standard query with one
-    question, or None when ``packet`` is anything else."""
+#: Query types that ask where a host is (A, AAAA, HTTPS): what a connection needs.
+#: Others (PTR for ``getfqdn()``, SRV, TXT) are answered but not reported.
+ADDRESS_TYPES = frozenset((1, 28, 65))
+
+
+def parse_question(packet: bytes) -> tuple[str, int, int] | None:
+    """``(name, query type, end of the question section)`` of a standard query with
+    one question, or None when ``packet`` is anything else."""
     if len(packet) < _HEADER.size:
         return None
     _id, flags, questions, _an, _ns, _ar = _HEADER.unpack_from(packet)
@@ -54,7 +59,8 @@ def parse_question(packet: bytes) -> tuple[str, int] | None:
         offset += length
     if offset + 4 > len(packet):
         return None
-    return ".".join(labels).lower(), offset + 4
+    (qtype,) = struct.unpack_from("!H", packet, offset)
+    return ".".join(labels).lower(), qtype, offset + 4
 
 
 def refused_answer(packet: bytes, question_end: int) -> bytes:
@@ -91,8 +97,9 @@ def serve_dns(sock: socket.socket, rules: RuleSet, log: DestinationLog) -> None:
         question = parse_question(packet)
         if question is None:
             continue
-        name, end = question
-        note_lookup(name, rules, log)
+        name, qtype, end = question
+        if qtype in ADDRESS_TYPES:
+            note_lookup(name, rules, log)
         try:
             sock.sendto(refused_answer(packet, end), address)
         except OSError:
