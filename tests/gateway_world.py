@@ -75,10 +75,18 @@ class GatewayIndex(LocalIndex):
         return f"https://{INDEX_NAME}:{self.port}/simple/"
 
 
+def ip_command() -> str | None:
+    """iproute2's ``ip``, also where an ordinary user's PATH does not look."""
+    import shutil
+
+    return shutil.which("ip", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
 def _network() -> None:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    ip = ip_command() or "ip"
+    subprocess.run([ip, "link", "set", "lo", "up"], check=True)
     for address in (GATEWAY, INTRANET, METADATA):
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+        subprocess.run([ip, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
 
 
 def _hosts(scratch: str) -> None:

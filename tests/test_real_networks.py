@@ -39,10 +39,13 @@ pytestmark = [
 
 
 def _own_namespaces_work() -> bool:
-    if shutil.which("ip") is None or shutil.which("unshare") is None:
+    from gateway_world import ip_command
+
+    ip = ip_command()
+    if ip is None or shutil.which("unshare") is None:
         return False
     probe = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--net", "--mount", "--", "ip", "link", "set",
+        ["unshare", "--user", "--map-root-user", "--net", "--mount", "--", ip, "link", "set",
          "lo", "up"],
         capture_output=True,
         check=False,
