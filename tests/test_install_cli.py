@@ -187,3 +187,33 @@ def test_the_trusted_sdist_fetch_follows_no_redirect_out(
             assert "redirected (302)" in result.stderr and target in result.stderr, result.stderr
             assert "Traceback" not in result.stderr
         assert not canary.seen()
+
+
+def test_from_a_subdirectory_the_projects_venv_is_used(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """uv's rule: the nearest .venv above, else the project root's; never sub/.venv."""
+    sub = world.project / "src" / "pkg"
+    sub.mkdir(parents=True)
+    env = world.env(mode)
+    env.pop("VIRTUAL_ENV", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SAFE_PIP), *args], cwd=sub, env=env, capture_output=True, text=True,
+            timeout=180, check=False,
+        )  # fmt: skip
+
+    first = run("install", "--python", sys.executable, "-i", index.url, BENIGN_WHEEL)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (world.project / ".venv" / "pyvenv.cfg").is_file(), "made at the project root"
+    assert not (sub / ".venv").exists()
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert BENIGN_WHEEL in listed.stdout
+    # safe-run from the same place runs the same venv's console script.
+    ran = subprocess.run(
+        [str(SAFE_PIP.with_name("safe-run")), BENIGN_WHEEL_SCRIPT], cwd=sub, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr

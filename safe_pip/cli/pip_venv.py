@@ -18,12 +18,21 @@ import click
 
 from safe_pip.errors import SafePipError
 
-_VENV_HELP = "The venv (default: $VIRTUAL_ENV, else ./.venv)."
+_VENV_HELP = "The venv (default: $VIRTUAL_ENV, else the nearest .venv in this directory or above)."
 
 
-def target_venv(venv: str | None, default: str = ".venv") -> str:
-    """``--venv``, else ``$VIRTUAL_ENV``, else ``default``, made absolute."""
-    return os.path.abspath(venv or os.environ.get("VIRTUAL_ENV") or default)
+def target_venv(venv: str | None, default: str | None = None) -> str:
+    """``--venv``, else ``$VIRTUAL_ENV``, else the nearest ``.venv`` here or above,
+    else ``default``, else the project root's ``.venv`` (uv's rule; safe_pip/venvs.py)."""
+    from safe_pip.venvs import discover_venv, venv_to_create
+
+    if venv:
+        return os.path.abspath(venv)
+    cwd = os.getcwd()
+    if default is not None:
+        active = os.environ.get("VIRTUAL_ENV")
+        return os.path.abspath(active or default)
+    return discover_venv(cwd, os.environ) or venv_to_create(cwd)
 
 
 def resolve_venv(venv: str | None) -> str:

@@ -39,7 +39,8 @@ run a console script that is itself named `secret` or `allow`, use `safe-run -- 
 
 options:
   --project DIR        use DIR/pyproject.toml instead of searching upward
-  --venv PATH          the virtual environment (default: $VIRTUAL_ENV, else ./.venv)
+  --venv PATH          the virtual environment (default: $VIRTUAL_ENV, else the
+                       nearest .venv in this directory or above)
   --profile NAME       add a built-in or file profile (repeatable)
   --allow-read PATH    grant read access (repeatable)
   --allow-write PATH   grant write access (repeatable)
@@ -160,22 +161,20 @@ def parse_args(argv: list[str]) -> RunOptions:
 
 
 def find_venv(opts: RunOptions, cwd: str, project_dir: str) -> str | None:
-    """``--venv``, else ``$VIRTUAL_ENV``, else ``./.venv``, else the project's ``.venv``."""
+    """``--venv``, else ``$VIRTUAL_ENV``, else the nearest ``.venv`` in ``cwd`` or
+    above (uv's rule, shared with safe-pip: safe_pip/venvs.py)."""
     from safe_pip.policy.model import pure_path
+    from safe_pip.venvs import discover_venv
 
     if opts.venv:
         venv = os.path.abspath(opts.venv)
         if not os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
             raise SafePipError(f"--venv {opts.venv}: not a virtual environment (no pyvenv.cfg)")
         return venv
-    env_venv = os.environ.get("VIRTUAL_ENV")
-    if env_venv and os.path.isfile(os.path.join(env_venv, "pyvenv.cfg")):
-        return pure_path(env_venv)
-    for base in (cwd, project_dir):
-        venv = os.path.join(base, ".venv")
-        if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
-            return venv
-    return None
+    found = discover_venv(cwd, os.environ)
+    if found is None and os.path.isfile(os.path.join(project_dir, ".venv", "pyvenv.cfg")):
+        found = os.path.join(project_dir, ".venv")  # --project DIR elsewhere
+    return None if found is None else pure_path(found)
 
 
 def caller_home() -> str:
