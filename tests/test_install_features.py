@@ -431,3 +431,49 @@ def test_writing_one_venv_cannot_poison_the_next_install(
     second = safe_pip(world, mode, "--venv", str(venv_b), "-i", index.url, BENIGN_WHEEL)
     assert second.returncode == 0, second.stderr
     assert run_script(venv_b, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
+
+
+def test_a_uv_init_project_installs_editable_with_uvs_own_backend(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """``uv init --package`` writes ``uv_build>=<uv's version>``, which the index may
+    not carry (this one has no uv_build at all): uv is that backend itself, as for
+    bare ``uv sync``.  Installing again picks up a changed entry point."""
+    from importlib.metadata import version
+
+    ours = version("uv")
+    major, minor = (int(part) for part in ours.split(".")[:2])
+    project = world.root / "uvapp"
+    (project / "src" / "uvapp").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
+        [project]
+        name = "uvapp"
+        version = "0.1.0"
+        requires-python = ">=3.9"
+        dependencies = []
+
+        [project.scripts]
+        uvapp = "uvapp:main"
+
+        [build-system]
+        requires = ["uv_build>={ours},<{major}.{minor + 1}.0"]
+        build-backend = "uv_build"
+        """)
+    )
+    (project / "src" / "uvapp" / "__init__.py").write_text("def main():\n    print('one')\n")
+    (project / "src" / "uvapp" / "other.py").write_text("def main():\n    print('two')\n")
+    for path in (project, *project.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    venv = world.root / "venv"
+    args = ("--venv", str(venv), "-i", index.url, "-e", str(project))
+    first = safe_pip(world, mode, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert run_script(venv, "uvapp").strip() == "one"
+    assert not any("uv-build" in p or "uv_build" in p for p in index.paths())
+    pyproject = project / "pyproject.toml"
+    pyproject.chmod(0o644)
+    pyproject.write_text(pyproject.read_text().replace('"uvapp:main"', '"uvapp.other:main"'))
+    again = safe_pip(world, mode, *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert run_script(venv, "uvapp").strip() == "two", "the editable was installed again"

@@ -71,6 +71,12 @@ def call(hook, *args):
     with open(result_file) as handle:
         return json.load(handle)
 
+if spec["uv_backend"]:
+    # uv_build, in a version range this uv satisfies: uv is that backend itself (as
+    # bare ``uv sync`` does), so nothing is installed and no Python hook runs.
+    subprocess.run([uv, "build-backend", "build-editable", spec["out"]], cwd=spec["project"],
+                   check=True, stdout=subprocess.DEVNULL)  # it prints the wheel's name
+    sys.exit(0)
 install(spec["requires"])
 extra = call("get_requires_for_build_editable", {})
 install([] if extra["missing"] else extra["result"])
@@ -108,6 +114,28 @@ def build_system(project: str) -> tuple[list[str], str, list[str]]:
     return [str(r) for r in requires], backend, paths
 
 
+def uv_is_the_backend(requires: Sequence[str], backend: str) -> bool:
+    """Whether the project's backend is ``uv_build`` in a range our own uv satisfies,
+    so that ``uv build-backend`` builds it as bare uv would (the index may not even
+    carry that uv_build release yet: uv writes ``uv_build>=ITS_VERSION`` into the
+    projects ``uv init`` makes)."""
+    if backend != "uv_build" or len(requires) != 1:
+        return False
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        requirement = Requirement(requires[0])
+        ours = version("uv")
+    except (InvalidRequirement, PackageNotFoundError):
+        return False
+    if canonicalize_name(requirement.name) != "uv-build" or requirement.marker is not None:
+        return False
+    return requirement.specifier.contains(ours, prereleases=True)
+
+
 def build_editable_in_sandbox(
     project: str,
     out_dir: str,
@@ -134,6 +162,7 @@ def build_editable_in_sandbox(
             "backend_path": backend_path,
             "project": project,
             "out": staging,
+            "uv_backend": uv_is_the_backend(requires, backend),
         }
         code = run_in_build_sandbox(
             [python, "-I", "-S", "-c", _DRIVER, json.dumps(spec)],
