@@ -13,6 +13,7 @@ import click
 
 from safe_pip import __version__
 from safe_pip.cli.pip_venv import target_venv
+from safe_pip.cli.uv_words import UvCommand, choices_from, uv_install_options, uv_shared_options
 from safe_pip.errors import SafePipError
 
 TYPE_CHECKING = False
@@ -129,7 +130,7 @@ def _project_dir() -> str | None:
     return None if found is None else os.path.dirname(found)
 
 
-def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
+def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool, quiet: bool = False) -> None:
     """The one summary line (or JSON), the audit findings, and the exit code."""
     import json
 
@@ -161,9 +162,19 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool) -> None:
                     "findings": outcome.findings,
                     "wrapped_scripts": outcome.wrapped,
                     "problem": outcome.problem,
+                    "would_install": outcome.would_install,
+                    "would_build": outcome.would_build,
                 }
             )
         )
+    elif outcome.problem is None and outcome.dry_run:
+        for name in outcome.would_install:
+            click.echo(f"would install {name}")
+        for name in outcome.would_build:
+            click.echo(f"would build {printable(name)} from source, in a sandbox")
+        click.echo("dry run: nothing was installed")
+    elif outcome.problem is None and quiet:
+        pass
     elif outcome.problem is None:
         built = f" ({len(outcome.built)} built from source in sandboxes)" if outcome.built else ""
         click.echo(f"installed {len(outcome.installed)} packages into {venv}{built}")
@@ -176,7 +187,7 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
     """The options ``install`` and ``sync`` share: the venv's interpreter, how much
     build code may run and what it may reach, and the output format."""
     options = [
-        click.option("--python", help="Interpreter for a venv this command creates."),
+        click.option("-p", "--python", help="Interpreter for a venv this command creates."),
         click.option(
             "--no-build", is_flag=True, help="Refuse sdists: no package code runs at all."
         ),
@@ -201,7 +212,7 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@cli.command()
+@cli.command(cls=UvCommand)
 @click.argument("packages", nargs=-1)
 @click.option("-r", "--requirement", "requirement_files", multiple=True, type=click.Path())
 @click.option("-c", "--constraint", "constraint_files", multiple=True, type=click.Path())
@@ -226,6 +237,7 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
     "--wrap-scripts", is_flag=True, help="Make the new console scripts run under safe-run."
 )
 @_build_sandbox_options
+@uv_install_options
 def install(
     packages: tuple[str, ...],
     requirement_files: tuple[str, ...],
@@ -244,16 +256,23 @@ def install(
     allow_degraded: bool,
     as_json: bool,
     learn: bool,
+    quiet: bool,
+    verbose: bool,
+    **uv_flags: object,
 ) -> None:
-    """Install packages with uv; every build and resolution step runs sandboxed."""
+    """Install packages with uv; every build and resolution step runs sandboxed.
+
+    uv pip's flags mean what they mean for uv (docs/install.md has the table)."""
     import os
 
     from safe_pip.installer.install import InstallRequest
+    from safe_pip.installer.settings import default_exclude_newer
 
     if not packages and not requirement_files and not editables:
         raise click.UsageError("name at least one package, -r file or -e project")
     specifiers, local = _split_local(packages)
     project = _project_dir()
+    choices = choices_from(uv_flags, default_exclude_newer(project, os.environ))
     urls, links, credentials = _indexes(index_url, extra_index_url, find_links, project)
     links = tuple(_local_or_url(f) for f in links)
     request = InstallRequest(
@@ -273,11 +292,14 @@ def install(
         extra_hosts=(*allow_host, *_configured_hosts(project)),
         extra_reads=tuple(os.path.abspath(p) for p in allow_read),
         allow_degraded=allow_degraded,
+        uv=choices,
+        quiet=quiet,
+        verbose=verbose,
     )
-    report_outcome(_install_maybe_learning(request, learn), request.venv, as_json)
+    report_outcome(_install_maybe_learning(request, learn), request.venv, as_json, quiet)
 
 
-@cli.command()
+@cli.command(cls=UvCommand)
 @click.option(
     "--venv", type=click.Path(), help="Target venv (default: $VIRTUAL_ENV, else PROJECT/.venv)."
 )
@@ -285,6 +307,7 @@ def install(
     "--strict", is_flag=True, help="Fail, and undo, if the sync adds code that runs later."
 )
 @_build_sandbox_options
+@uv_shared_options
 def sync(
     venv: str | None,
     python: str | None,
@@ -295,6 +318,9 @@ def sync(
     allow_degraded: bool,
     as_json: bool,
     learn: bool,
+    quiet: bool,
+    verbose: bool,
+    **uv_flags: object,
 ) -> None:
     """Install the project around the working directory: its uv.lock, else its dependencies."""
     import os
@@ -341,6 +367,9 @@ def sync(
             extra_hosts=(*allow_host, *_configured_hosts(project_dir)),
             extra_reads=tuple(os.path.abspath(p) for p in allow_read),
             allow_degraded=allow_degraded,
+            uv=choices_from(uv_flags),
+            quiet=quiet,
+            verbose=verbose,
         )
         if not (specifiers or files or editables or local):
             from safe_pip.installer.install import ensure_venv
@@ -348,7 +377,7 @@ def sync(
             ensure_venv(target, python)
             click.echo(f"nothing to install: {project_dir} declares no dependencies")
             return
-        report_outcome(_install_maybe_learning(request, learn), target, as_json)
+        report_outcome(_install_maybe_learning(request, learn), target, as_json, quiet)
     finally:
         remove_tree(work)
 

@@ -16,6 +16,7 @@ import sys
 
 import click
 
+from safe_pip.cli.uv_words import UvCommand
 from safe_pip.errors import SafePipError
 
 _VENV_HELP = "The venv (default: $VIRTUAL_ENV, else the nearest .venv in this directory or above)."
@@ -85,7 +86,7 @@ def installed(venv: str) -> list[tuple[str, str]]:
     return sorted(found, key=lambda item: (_normalize(item[0]), item[1]))
 
 
-@click.command("list")
+@click.command("list", cls=UvCommand)
 @click.option("--venv", type=click.Path(), help=_VENV_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, version}.")
 def list_command(venv: str | None, as_json: bool) -> None:
@@ -101,11 +102,17 @@ def list_command(venv: str | None, as_json: bool) -> None:
         click.echo(f"{name:<{width}}  {version}")
 
 
-@click.command("uninstall")
+@click.command("uninstall", cls=UvCommand)
 @click.argument("packages", nargs=-1, required=True)
 @click.option("--venv", type=click.Path(), help=_VENV_HELP)
 @click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
-def uninstall_command(packages: tuple[str, ...], venv: str | None, allow_degraded: bool) -> None:
+@click.option(
+    "-y", "--yes", is_flag=True, help="Accepted for pip's sake: uninstall never asks anyway."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+def uninstall_command(
+    packages: tuple[str, ...], venv: str | None, allow_degraded: bool, yes: bool, quiet: bool
+) -> None:
     """Uninstall packages with uv, in the build sandbox (uv runs the venv's Python,
     whose start-up code then runs too); exits with uv's code."""
     from safe_pip.installer.audit import INERT_STARTUP_ENV
@@ -117,7 +124,7 @@ def uninstall_command(packages: tuple[str, ...], venv: str | None, allow_degrade
     box = make_private_dir()
     try:
         code = run_uv_sandboxed(
-            ["pip", "uninstall", "--python", python, *packages],
+            ["pip", "uninstall", *(["--quiet"] if quiet else []), "--python", python, *packages],
             python=python,
             private_dir=box,
             writes=(target,),
@@ -133,7 +140,7 @@ def uninstall_command(packages: tuple[str, ...], venv: str | None, allow_degrade
     sys.exit(code)
 
 
-@click.command("audit")
+@click.command("audit", cls=UvCommand)
 @click.option("--venv", type=click.Path(), help=_VENV_HELP)
 @click.option("--json", "as_json", is_flag=True, help='Print {"venv": ..., "findings": [...]}.')
 def audit_command(venv: str | None, as_json: bool) -> None:

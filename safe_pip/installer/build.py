@@ -158,6 +158,33 @@ def _move_regular_file(source: str, directory: str) -> str:
     return target
 
 
+#: Lines of a failed build's log shown on stderr.
+LOG_TAIL = 25
+
+
+def show_failed_build(log: str | None, label: str) -> None:
+    """A failed build's last lines on stderr, and a kept copy of its whole log.
+
+    The build ran with its output in ``log`` (inside the build's private directory,
+    removed afterwards), so the log is copied to a file of its own in ``$TMPDIR``
+    first.  None: the output already went to the terminal (``-v``).
+    """
+    if log is None or not os.path.isfile(log):
+        return
+    import tempfile
+
+    from safe_pip.terminal import printable
+
+    with open(log, "rb") as handle:
+        data = handle.read()
+    fd, kept = tempfile.mkstemp(prefix=f"safe-pip-build-{printable(label)[:40]}-", suffix=".log")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    lines = data.decode("utf-8", "replace").splitlines()[-LOG_TAIL:]
+    sys.stderr.write("".join(f"  {printable(line)}\n" for line in lines))
+    sys.stderr.write(f"safe-pip: the full build log of {printable(label)} is in {kept}\n")
+
+
 def build_in_sandbox(
     sdist: str,
     out_dir: str,
@@ -168,8 +195,14 @@ def build_in_sandbox(
     extra_reads: Sequence[str] = (),
     allow_degraded: bool = False,
     credentials: Sequence[ArmedCredential] = (),
+    uv_flags: Sequence[str] = (),
+    verbose: bool = False,
 ) -> BuildResult:
     """Build ``sdist`` with ``uv build --wheel`` in a fresh sandbox; check the result.
+
+    ``uv_flags``: uv's build settings of the command (``--config-setting``,
+    ``--offline``).  The build's output goes to a log; on failure its last lines are
+    shown with the log's path (:func:`show_failed_build`); ``verbose`` shows it all.
 
     ``sdist`` may also be a local project directory: it is copied into the private
     directory first (build backends write into the source tree, and the user's tree
@@ -181,6 +214,7 @@ def build_in_sandbox(
     python = os.path.abspath(python)
     os.makedirs(out_dir, exist_ok=True)
     private_dir = make_private_dir()
+    log = os.path.join(private_dir, "build.log")
     try:
         staging = os.path.join(private_dir, "out")
         os.mkdir(staging, 0o700)
@@ -196,6 +230,7 @@ def build_in_sandbox(
                 "--python",
                 python,
                 *index_arguments(index_urls),
+                *uv_flags,
             ],
             python=python,
             private_dir=private_dir,
@@ -205,8 +240,10 @@ def build_in_sandbox(
             extra_hosts=extra_hosts,
             allow_degraded=allow_degraded,
             credentials=credentials,
+            output=None if verbose else log,
         )
         if code != 0:
+            show_failed_build(None if verbose else log, os.path.basename(sdist))
             return BuildResult(None, f"the build of {os.path.basename(sdist)} failed", code)
         wheel, problem = check_wheel(staging, expected)
         if wheel is None:

@@ -26,7 +26,7 @@ from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from safe_pip.credentials.phantom import ArmedCredential
 
@@ -46,7 +46,7 @@ env_python = os.path.join(env_dir, "bin", "python")
 def install(requirements):
     if requirements:
         subprocess.run([uv, "pip", "install", "--quiet", "--python", env_python,
-                        *spec["index_args"], *requirements], check=True)
+                        *spec["index_args"], *spec["uv_flags"], *requirements], check=True)
 
 HOOK = '''
 import importlib, json, sys
@@ -78,9 +78,9 @@ if spec["uv_backend"]:
                    check=True, stdout=subprocess.DEVNULL)  # it prints the wheel's name
     sys.exit(0)
 install(spec["requires"])
-extra = call("get_requires_for_build_editable", {})
+extra = call("get_requires_for_build_editable", spec["config_settings"])
 install([] if extra["missing"] else extra["result"])
-built = call("build_editable", spec["out"], {}, None)
+built = call("build_editable", spec["out"], spec["config_settings"], None)
 if built["missing"]:
     sys.exit("the build backend cannot build editable wheels (PEP 660)")
 """
@@ -146,8 +146,17 @@ def build_editable_in_sandbox(
     extra_reads: Sequence[str] = (),
     allow_degraded: bool = False,
     credentials: Sequence[ArmedCredential] = (),
+    uv_flags: Sequence[str] = (),
+    config_settings: Mapping[str, str | list[str]] | None = None,
+    verbose: bool = False,
 ) -> BuildResult:
-    """The editable wheel of ``project``, built in a fresh sandbox and checked."""
+    """The editable wheel of ``project``, built in a fresh sandbox and checked.
+
+    ``uv_flags`` go to the uv that fills the build environment (``--offline``);
+    ``config_settings`` to the backend's hooks (``-C``).  Output as for
+    :func:`~safe_pip.installer.build.build_in_sandbox`."""
+    from safe_pip.installer.build import show_failed_build
+
     project = os.path.abspath(project)
     requires, backend, backend_path = build_system(project)
     private_dir = make_private_dir()
@@ -163,7 +172,10 @@ def build_editable_in_sandbox(
             "project": project,
             "out": staging,
             "uv_backend": uv_is_the_backend(requires, backend),
+            "uv_flags": list(uv_flags),
+            "config_settings": dict(config_settings or {}),
         }
+        log = os.path.join(private_dir, "build.log")
         code = run_in_build_sandbox(
             [python, "-I", "-S", "-c", _DRIVER, json.dumps(spec)],
             python=python,
@@ -179,9 +191,11 @@ def build_editable_in_sandbox(
             extra_hosts=extra_hosts,
             allow_degraded=allow_degraded,
             credentials=credentials,
+            output=None if verbose else log,
         )
         label = os.path.basename(project)
         if code != 0:
+            show_failed_build(None if verbose else log, f"-e {label}")
             return BuildResult(None, f"the editable build of {label} failed", code)
         wheel, problem = check_wheel(staging, None)
         if wheel is None:

@@ -234,6 +234,16 @@ def configured_indexes(
     return urls, link_urls, (*credentials, *link_credentials)
 
 
+def uv_setting(project_dir: str | None, key: str) -> object:
+    """``key`` from uv's configuration as uv would read it (the project's file, then
+    the user's and the system's; a ``[pip]`` section before its table); None when
+    unset."""
+    for table in _config_tables(project_dir):
+        if key in table:
+            return table[key]
+    return None
+
+
 def uv_trust_environment(project_dir: str | None, env: Mapping[str, str]) -> dict[str, str]:
     """uv's TLS settings from its configuration files, as the variables that say the
     same (what ``env`` lacks of them).

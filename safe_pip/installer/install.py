@@ -32,6 +32,7 @@ from safe_pip.errors import SafePipError
 from safe_pip.installer.indexes import local_path
 from safe_pip.installer.sandboxed_uv import index_arguments, run_uv_sandboxed
 from safe_pip.installer.uv_binary import find_uv
+from safe_pip.installer.uv_options import UvChoices
 from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
 TYPE_CHECKING = False
@@ -67,6 +68,10 @@ class InstallRequest:
     allow_degraded: bool = False
     #: Index passwords: the URLs above hold phantoms, these the real values.
     credentials: tuple[ArmedCredential, ...] = ()
+    #: uv pip's flags (--upgrade, --pre, -C ...), by the phase they belong to.
+    uv: UvChoices = field(default_factory=UvChoices)
+    quiet: bool = False  # -q: only safe-pip's summary and errors
+    verbose: bool = False  # -v: every build's whole output
 
     def local_paths(self) -> tuple[str, ...]:
         """Everything local the command names: the reads its sandboxes get."""
@@ -96,6 +101,10 @@ class InstallOutcome:
     created_venv: bool = False
     problem: str | None = None
     exit_code: int = 0
+    #: --dry-run: what would be installed and built; nothing was.
+    dry_run: bool = False
+    would_install: list[str] = field(default_factory=list)
+    would_build: list[str] = field(default_factory=list)
 
 
 def venv_python(venv: str) -> str:
@@ -126,7 +135,7 @@ def install(request: InstallRequest) -> InstallOutcome:
     from safe_pip.installer.audit import describe, findings_to_json, new_findings, snapshot
     from safe_pip.installer.rollback import VenvBackup
 
-    outcome = InstallOutcome()
+    outcome = InstallOutcome(dry_run=request.uv.dry_run)
     outcome.created_venv = ensure_venv(request.venv, request.python)
     backup = None
     if request.strict and not outcome.created_venv:
@@ -163,8 +172,8 @@ def install(request: InstallRequest) -> InstallOutcome:
     finally:
         if backup is not None:
             backup.discard()
-    if outcome.problem is not None and outcome.created_venv:
-        remove_tree(request.venv)
+    if (outcome.problem is not None or request.uv.dry_run) and outcome.created_venv:
+        remove_tree(request.venv)  # a dry run leaves nothing behind, not even the venv
     return outcome
 
 
@@ -187,7 +196,7 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
 
     # uv will run the venv's interpreter; its start-up code must be inert before uv
     # gets a cache that later installs read.
-    shared = None if startup_code(request.venv) else shared_cache_dir()
+    shared = None if startup_code(request.venv) or request.uv.no_cache else shared_cache_dir()
     outcome.shared_cache = shared is not None
     work = make_private_dir()  # trusted scratch: requirements, the lock, wheels
     try:
@@ -216,6 +225,12 @@ def _verb(request: InstallRequest, requirements: str, *install_flags: str) -> li
     if request.exact:
         return ["pip", "sync", requirements]
     return ["pip", "install", *install_flags, "-r", requirements]
+
+
+def _quiet(request: InstallRequest) -> list[str]:
+    """uv's own lines (``+ name==version``, ``- name==version``) for the phase that
+    writes the venv, as bare uv prints them; none with ``-q``."""
+    return ["--quiet"] if request.quiet else []
 
 
 def _link_mode(shared: str | None) -> list[str]:
@@ -278,8 +293,11 @@ def _wheels_only(
     wheel, the staged route takes over and uv's complaint would only confuse.
     """
     requirements = _requirements_file(request, work, [])
-    args = [*_verb(request, requirements), "--quiet", "--no-build", *_link_mode(shared)]
+    args = [*_verb(request, requirements), *_quiet(request), "--no-build", *_link_mode(shared)]
     args += _resolution_flags(request)
+    args += request.uv.resolution_flags(installing=True)
+    if request.uv.dry_run:
+        args.append("--dry-run")
     log = os.path.join(work, "wheels-only.log")
     code = _uv(
         request,
@@ -326,6 +344,15 @@ def _staged(
         names += [os.path.basename(s) for s in (*local_builds, *request.editables)]
         outcome.problem = f"--no-build: no wheel for this Python: {', '.join(names)}"
         outcome.exit_code = 1
+        return
+    if request.uv.dry_run:
+        built_from_index = {id(p) for p in to_build}
+        outcome.would_install = [f"{p.name}=={p.version}" for p in packages if not p.local]
+        outcome.would_build = [
+            f"{p.name}=={p.version}" for p in packages if id(p) in built_from_index
+        ]
+        outcome.would_build += [os.path.basename(s) for s in local_builds]
+        outcome.would_build += [f"-e {s}" for s in request.editables]
         return
     wheels = os.path.join(work, "wheels")
     os.mkdir(wheels)
@@ -390,7 +417,9 @@ def _build_all(
         "extra_reads": request.extra_reads,
         "allow_degraded": request.allow_degraded,
         "credentials": request.credentials,
+        "verbose": request.verbose,
     }
+    build_flags = [*request.uv.build_flags(), *request.uv.everywhere_flags()]
     built = []
     jobs: list[tuple[str, str, bool]] = []  # (label, source, editable)
     for package in to_build:
@@ -407,9 +436,15 @@ def _build_all(
     jobs += [(f"-e {s}", s, True) for s in request.editables]
     for label, source, editable in jobs:
         if editable:
-            result = build_editable_in_sandbox(source, wheels, **common)  # type: ignore[arg-type]
+            result = build_editable_in_sandbox(
+                source,
+                wheels,
+                uv_flags=request.uv.everywhere_flags(),
+                config_settings=request.uv.config_settings_dict(),
+                **common,  # type: ignore[arg-type]
+            )
         else:
-            result = build_in_sandbox(source, wheels, **common)  # type: ignore[arg-type]
+            result = build_in_sandbox(source, wheels, uv_flags=build_flags, **common)  # type: ignore[arg-type]
         if result.wheel is None:
             outcome.problem, outcome.exit_code = result.problem, result.exit_code or 1
             return None
@@ -429,6 +464,7 @@ def _resolve(request: InstallRequest, work: str) -> list[LockedPackage] | None:
     lock = os.path.join(out, "pylock.toml")
     args = ["pip", "compile", "--quiet", "--format", "pylock.toml", requirements, "-o", lock]
     args += _resolution_flags(request)
+    args += request.uv.resolution_flags(installing=False)
     if request.no_build:
         args.append("--no-build")
     if _uv(request, args, reads=(requirements,), writes=(out,)) != 0:
@@ -446,8 +482,14 @@ def _install_pins(request: InstallRequest, work: str, pins: list[str], shared: s
     pinned = os.path.join(work, "pinned.txt")
     with open(pinned, "w", encoding="utf-8") as handle:
         handle.writelines(pin + "\n" for pin in pins)
-    args = [*_verb(request, pinned, "--no-deps"), "--quiet", "--no-build", *_link_mode(shared)]
+    args = [*_verb(request, pinned, "--no-deps"), *_quiet(request), "--no-build"]
+    args += _link_mode(shared)
     args += _resolution_flags(request)
+    args += request.uv.installation_flags() + request.uv.everywhere_flags()
+    if request.uv.index_strategy is not None:
+        args += ["--index-strategy", request.uv.index_strategy]
+    if request.uv.no_index:
+        args.append("--no-index")
     return _uv(
         request,
         args,

@@ -34,7 +34,13 @@ if TYPE_CHECKING:
 
     from safe_pip.policy.trust import Approval
 
-__all__ = ["PROJECT_KIND", "project_hosts", "user_config_path", "user_hosts"]
+__all__ = [
+    "PROJECT_KIND",
+    "default_exclude_newer",
+    "project_hosts",
+    "user_config_path",
+    "user_hosts",
+]
 
 #: The approval kind of a project's ``[tool.safe-pip]`` (policy/trust.py).
 PROJECT_KIND = "install-hosts"
@@ -76,6 +82,35 @@ def project_hosts(
     grants = [f"network hosts for builds: {', '.join(hosts)}"]
     approval = ApprovalStore(home, env).check(PROJECT_KIND, path, canonical, grants)
     return hosts, approval
+
+
+def default_exclude_newer(project_dir: str | None, env: Mapping[str, str]) -> str | None:
+    """The cooldown every install uses unless ``--exclude-newer`` says otherwise:
+    ``exclude-newer`` of the project's ``[tool.safe-pip]``, else of the user's
+    config.toml, else of uv's own configuration (uv runs with ``UV_NO_CONFIG``, so
+    safe-pip reads it).  It only narrows what may be installed, so a project's value
+    needs no approval."""
+    home = env.get("HOME") or os.path.expanduser("~")
+    candidates: list[tuple[str, dict[str, object] | None]] = []
+    if project_dir is not None:
+        path = os.path.join(project_dir, "pyproject.toml")
+        data = _load(path)
+        tool = data.get("tool") if data is not None else None
+        table = tool.get("safe-pip") if isinstance(tool, dict) else None
+        candidates.append((path, table if isinstance(table, dict) else None))
+    path = user_config_path(env, home)
+    candidates.append((path, _load(path)))
+    for source, table in candidates:
+        value = None if table is None else table.get("exclude-newer")
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise PolicyError(source, "exclude-newer", "must be a date or a duration string")
+        return value
+    from safe_pip.installer.indexes import uv_setting
+
+    found = uv_setting(project_dir, "exclude-newer")
+    return found if isinstance(found, str) else None
 
 
 def _patterns(value: object, source: str, key: str) -> list[str]:

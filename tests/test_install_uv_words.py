@@ -1,0 +1,252 @@
+"""uv pip's words: each flag safe-pip takes changes what lands in a real venv the way
+it does for uv; refused flags get one line; uv's own ``+``/``-`` lines are shown.
+
+A module index of generated packages: ``flagpkg`` 1.0, 1.1 and 2.0rc1 (wheels),
+``withdep`` 1.0 (a wheel needing ``flagdep``), and ``settings-probe`` 1.0, an sdist
+with an in-tree build backend that writes the ``config_settings`` it received into
+the wheel (so ``-C`` is checked where it must arrive, in the sandboxed build).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from net_servers import make_wheel
+from pkg_index import LocalIndex, write_sdist
+from sandbox_harness import World, make_world
+from test_install_cli import SAFE_PIP
+
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(not SAFE_PIP.exists(), reason="safe-pip is not installed next to python"),
+]
+
+PROBE_BACKEND = """\
+import base64, hashlib, json, os, zipfile
+
+NAME, VERSION = "settings_probe", "1.0"
+
+
+def _record_line(path, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    files = {
+        "settings_probe.py": ("SETTINGS = " + json.dumps(config_settings or {}) + "\\n").encode(),
+        f"{NAME}-{VERSION}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\\nName: settings-probe\\nVersion: {VERSION}\\n".encode(),
+        f"{NAME}-{VERSION}.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\\nGenerator: probe\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    }
+    record = f"{NAME}-{VERSION}.dist-info/RECORD"
+    lines = [_record_line(p, d) for p, d in files.items()] + [f"{record},,"]
+    files[record] = ("\\n".join(lines) + "\\n").encode()
+    name = f"{NAME}-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return name
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    raise NotImplementedError
+"""
+
+PROBE_PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "probe_backend"
+backend-path = ["."]
+
+[project]
+name = "settings-probe"
+version = "1.0"
+"""
+
+
+@pytest.fixture(scope="module")
+def words_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
+    directory = tmp_path_factory.mktemp("words-index")
+    for version in ("1.0", "1.1", "2.0rc1"):
+        wheel = make_wheel("flagpkg", version, {"flagpkg.py": f"VERSION = {version!r}\n".encode()})
+        (directory / wheel.filename).write_bytes(wheel.data)
+    dep = make_wheel("flagdep", "1.0", {"flagdep.py": b"X = 1\n"})
+    (directory / dep.filename).write_bytes(dep.data)
+    withdep = make_wheel(
+        "withdep", "1.0", {"withdep.py": b"Y = 1\n"}, metadata_extra="Requires-Dist: flagdep\n"
+    )
+    (directory / withdep.filename).write_bytes(withdep.data)
+    write_sdist(
+        directory,
+        "settings-probe",
+        "1.0",
+        {"pyproject.toml": PROBE_PYPROJECT, "probe_backend.py": PROBE_BACKEND},
+    )
+    for path in (directory, *directory.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    with LocalIndex(directory) as index:
+        yield index
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def run(
+    world: World, mode: str, *args: str, command: str = "install"
+) -> subprocess.CompletedProcess[str]:
+    env = world.env(mode)
+    env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(
+        [str(SAFE_PIP), command, *args],
+        cwd=world.project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def versions(venv: Path) -> dict[str, str]:
+    found = {}
+    for info in (venv / "lib").glob("python*/site-packages/*.dist-info"):
+        name, _, version = info.name[: -len(".dist-info")].partition("-")
+        found[name.lower().replace("_", "-")] = version
+    return found
+
+
+def test_upgrade_pre_resolution_and_uvs_lines(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    venv = world.root / "venv"
+    base = ("-p", sys.executable, "--venv", str(venv), "-i", words_index.url)
+    pinned = run(world, mode, *base, "flagpkg==1.0")
+    assert pinned.returncode == 0, pinned.stderr
+    assert "+ flagpkg==1.0" in pinned.stderr, "uv's own line for what was added"
+    # Like uv: what is installed and satisfies the request stays...
+    same = run(world, mode, *base, "flagpkg")
+    assert same.returncode == 0 and versions(venv)["flagpkg"] == "1.0", same.stderr
+    # ... until -U.
+    upgraded = run(world, mode, *base, "-U", "flagpkg")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert versions(venv)["flagpkg"] == "1.1"
+    assert "- flagpkg==1.0" in upgraded.stderr and "+ flagpkg==1.1" in upgraded.stderr
+    pre = run(world, mode, *base, "--pre", "--upgrade-package", "flagpkg", "flagpkg")
+    assert pre.returncode == 0 and versions(venv)["flagpkg"] == "2.0rc1", pre.stderr
+    lowest = world.root / "lowest"
+    low = run(world, mode, "-p", sys.executable, "--venv", str(lowest), "-i", words_index.url,
+              "--resolution", "lowest", "flagpkg")  # fmt: skip
+    assert low.returncode == 0 and versions(lowest)["flagpkg"] == "1.0", low.stderr
+    quiet = run(world, mode, *base, "-q", "--reinstall", "flagpkg")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "flagpkg" not in quiet.stderr and quiet.stdout == ""
+
+
+def test_no_deps_dry_run_reinstall_and_bytecode(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    venv = world.root / "venv"
+    base = ("-p", sys.executable, "--venv", str(venv), "-i", words_index.url)
+    dry = run(world, mode, *base, "--dry-run", "withdep")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: nothing was installed" in dry.stdout
+    assert "withdep" in dry.stderr + dry.stdout
+    assert not venv.exists(), "a dry run leaves nothing behind, not even the venv"
+    alone = run(world, mode, *base, "--no-deps", "withdep")
+    assert alone.returncode == 0, alone.stderr
+    assert "withdep" in versions(venv) and "flagdep" not in versions(venv)
+    full = run(world, mode, *base, "--compile-bytecode", "withdep")
+    assert full.returncode == 0 and "flagdep" in versions(venv), full.stderr
+    site = next((venv / "lib").glob("python*/site-packages"))
+    assert list((site / "__pycache__").glob("flagdep.*.pyc")), "compiled"
+    module = site / "withdep.py"
+    module.write_text("Y = 'tampered'\n")
+    again = run(world, mode, *base, "--reinstall-package", "withdep", "withdep")
+    assert again.returncode == 0, again.stderr
+    assert module.read_text() == "Y = 1\n", "reinstalled from the wheel"
+
+
+def test_config_settings_reach_the_sandboxed_build(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    venv = world.root / "venv"
+    flags = ("-C", "mode=fast", "--config-settings", "flag=1")
+    result = run(world, mode, "-p", sys.executable, "--venv", str(venv), "-i", words_index.url,
+                 "--json", *flags, "settings-probe")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    site = next((venv / "lib").glob("python*/site-packages"))
+    text = (site / "settings_probe.py").read_text()
+    assert json.loads(text.split("=", 1)[1]) == {"mode": "fast", "flag": "1"}
+    built = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert json.loads(built[-1])["built"] == ["settings-probe==1.0"]
+
+
+def test_only_binary_refuses_a_build(world: World, mode: str, words_index: LocalIndex) -> None:
+    venv = world.root / "venv"
+    result = run(world, mode, "-p", sys.executable, "--venv", str(venv), "-i", words_index.url,
+                 "--only-binary", ":all:", "settings-probe")  # fmt: skip
+    assert result.returncode != 0
+    assert not (venv / "pyvenv.cfg").exists() or "settings-probe" not in versions(venv)
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--user", "--user is not supported: safe-pip installs only into virtual environments"),
+        ("--target=/tmp/x", "--target is not supported"),
+        ("--no-build-isolation", "every build runs isolated"),
+        ("--link-mode=hardlink", "safe-pip chooses how files land in the venv"),
+        ("--frobnicate", "no such option: --frobnicate"),
+    ],
+)
+def test_refused_and_unknown_flags_get_one_plain_line(flag: str, says: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(SAFE_PIP), "install", flag, "six"], cwd=tmp_path, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert says in result.stderr, result.stderr
+    assert "Did you mean" not in result.stderr
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_flags_read_like_uvs_help() -> None:
+    result = subprocess.run(
+        [str(SAFE_PIP), "install", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    for words in ("-U, --upgrade", "-P, --upgrade-package PACKAGE", "--reinstall",
+                  "--no-deps", "--prerelease", "--pre", "--resolution", "--exclude-newer",
+                  "--index-strategy", "--only-binary", "--no-binary", "--no-index",
+                  "--compile-bytecode", "-C, --config-setting", "--dry-run", "-q, --quiet",
+                  "-v, --verbose", "-p, --python", "--offline", "-n, --no-cache",
+                  "--require-hashes", "--extra", "--all-extras", "--group"):  # fmt: skip
+        assert words in result.stdout, words
+    uninstall = subprocess.run([str(SAFE_PIP), "uninstall", "--help"], capture_output=True,
+                               text=True, check=False)  # fmt: skip
+    assert "-y, --yes" in uninstall.stdout
+
+
+def test_a_cooldown_in_the_users_config_is_the_default(tmp_path: Path) -> None:
+    from safe_pip.installer.settings import default_exclude_newer
+
+    home = tmp_path / "home"
+    (home / ".config" / "safe-pip").mkdir(parents=True)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    assert default_exclude_newer(None, env) is None or os.environ.get("XDG_CONFIG_HOME")
+    (home / ".config" / "safe-pip" / "config.toml").write_text('exclude-newer = "7 days"\n')
+    assert default_exclude_newer(None, env) == "7 days"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.safe-pip]\nexclude-newer = "2024-01-01"\n')
+    assert default_exclude_newer(str(project), env) == "2024-01-01"
