@@ -72,6 +72,44 @@ version = "1.0"
 """
 
 
+SLOW_BACKEND = """\
+import sys, time
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    print("SLOW BUILD STARTED", file=sys.stderr, flush=True)
+    time.sleep(120)
+    raise RuntimeError("not reached")
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    raise NotImplementedError
+"""
+
+
+NOISY_BACKEND = """\
+import os, sys
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    info = os.path.join(metadata_directory, "noisy_probe-1.0.dist-info")
+    os.makedirs(info)
+    with open(os.path.join(info, "METADATA"), "w") as out:
+        out.write("Metadata-Version: 2.1\\nName: noisy-probe\\nVersion: 1.0\\n")
+    return "noisy_probe-1.0.dist-info"
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    for number in range(1, 101):
+        print(f"noisy build line {number:03d}", file=sys.stderr)
+    raise RuntimeError("the noisy build fails on purpose")
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    raise NotImplementedError
+"""
+
+
 @pytest.fixture(scope="module")
 def words_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
     directory = tmp_path_factory.mktemp("words-index")
@@ -89,6 +127,24 @@ def words_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex
         "settings-probe",
         "1.0",
         {"pyproject.toml": PROBE_PYPROJECT, "probe_backend.py": PROBE_BACKEND},
+    )
+    write_sdist(
+        directory,
+        "slow-probe",
+        "1.0",
+        {
+            "pyproject.toml": PROBE_PYPROJECT.replace("settings-probe", "slow-probe"),
+            "probe_backend.py": SLOW_BACKEND,
+        },
+    )
+    write_sdist(
+        directory,
+        "noisy-probe",
+        "1.0",
+        {
+            "pyproject.toml": PROBE_PYPROJECT.replace("settings-probe", "noisy-probe"),
+            "probe_backend.py": NOISY_BACKEND,
+        },
     )
     for path in (directory, *directory.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -250,3 +306,60 @@ def test_a_cooldown_in_the_users_config_is_the_default(tmp_path: Path) -> None:
     project.mkdir()
     (project / "pyproject.toml").write_text('[tool.safe-pip]\nexclude-newer = "2024-01-01"\n')
     assert default_exclude_newer(str(project), env) == "2024-01-01"
+
+
+def test_ctrl_c_during_a_build_says_interrupted_and_exits_130(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    import signal
+    import time
+
+    venv = world.root / "venv"
+    env = world.env(mode)
+    env.pop("VIRTUAL_ENV", None)
+    process = subprocess.Popen(
+        [str(SAFE_PIP), "install", "-v", "-p", sys.executable, "--venv", str(venv), "-i",
+         words_index.url, "slow-probe"],
+        cwd=world.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "SLOW BUILD STARTED" not in seen and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "SLOW BUILD STARTED" in seen, seen
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C at a terminal does
+    try:
+        rest = process.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 130, seen + rest
+    assert "safe-pip: interrupted" in rest
+    assert "could not start" not in rest and "resolution failed" not in rest
+    assert not venv.exists(), "the venv this run created is gone again"
+
+
+def test_a_failed_build_shows_its_last_lines_and_keeps_its_log(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    import re
+
+    venv = world.root / "venv"
+    result = run(world, mode, "-p", sys.executable, "--venv", str(venv), "-i", words_index.url,
+                 "noisy-probe")  # fmt: skip
+    assert result.returncode != 0
+    assert "noisy build line 100" in result.stderr
+    assert "the noisy build fails on purpose" in result.stderr
+    assert "noisy build line 001" not in result.stderr, "only the tail is shown"
+    found = re.search(r"the full build log of \S+ is in (\S+\.log)", result.stderr)
+    assert found, result.stderr
+    log = Path(found.group(1))
+    try:
+        assert "noisy build line 001" in log.read_text()
+    finally:
+        log.unlink()

@@ -411,7 +411,16 @@ _register_venv_commands()
 
 def main() -> None:
     try:
-        cli()
+        # Not click's standalone mode: it turns Ctrl-C into "Aborted!" and exit 1.
+        cli.main(standalone_mode=False)
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("\nsafe-pip: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except SafePipError as exc:
         from safe_pip.terminal import printable
 

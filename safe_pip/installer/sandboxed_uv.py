@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from safe_pip.launcher.plan import SandboxPlan
 
 
+#: Exit codes of a sandbox whose program died of SIGINT or SIGTERM (128 + N).
+INTERRUPTED = (130, 143)
+
+
 def index_arguments(index_urls: Sequence[str]) -> list[str]:
     """uv's flags for the default index and the extra ones, in order."""
     argv = ["--default-index", index_urls[0]]
@@ -142,7 +146,12 @@ def run_in_build_sandbox(
     )
     # Index passwords: phantoms in uv's URLs, the real values for the proxy only.
     plan = replace(plan, credentials=tuple(credentials))
-    return _run_quietly(plan, output)
+    code = _run_quietly(plan, output)
+    if code in INTERRUPTED:
+        # Ctrl-C reached the sandbox too (same process group): the user stopped the
+        # install, which is not "uv failed" and not "the sandbox could not start".
+        raise KeyboardInterrupt
+    return code
 
 
 def _with_cache(
