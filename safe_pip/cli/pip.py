@@ -306,10 +306,24 @@ def install(
 @click.option(
     "--strict", is_flag=True, help="Fail, and undo, if the sync adds code that runs later."
 )
+@click.option(
+    "--locked", is_flag=True, help="Assert that uv.lock is up to date (checked in the sandbox)."
+)
+@click.option("--frozen", is_flag=True, help="Install uv.lock as it is, without checking it.")
+@click.option("--extra", "extras", multiple=True, help="Include this optional dependency group.")
+@click.option("--all-extras", is_flag=True, help="Include all optional dependencies.")
+@click.option("--group", "groups", multiple=True, help="Include this dependency group.")
+@click.option("--no-dev", is_flag=True, help="Leave out the dev dependency group.")
 @_build_sandbox_options
 @uv_shared_options
 def sync(
     venv: str | None,
+    locked: bool,
+    frozen: bool,
+    extras: tuple[str, ...],
+    all_extras: bool,
+    groups: tuple[str, ...],
+    no_dev: bool,
     python: str | None,
     no_build: bool,
     strict: bool,
@@ -322,29 +336,43 @@ def sync(
     verbose: bool,
     **uv_flags: object,
 ) -> None:
-    """Install the project around the working directory: its uv.lock, else its dependencies."""
+    """Install the project around the working directory from its uv.lock, locking it
+    first (in the sandbox) as uv sync does; --locked checks the lock, --frozen takes it
+    as it is."""
     import os
 
     from safe_pip.installer import sync as syncing
     from safe_pip.installer.install import InstallRequest
     from safe_pip.launcher.scratch import make_private_dir, remove_tree
 
+    if locked and frozen:
+        raise click.UsageError("--locked and --frozen contradict each other; pick one")
     project_dir = _project_dir()
     if project_dir is None:
         raise SafePipError("no pyproject.toml here or above; run sync inside a project")
     data = syncing.load_pyproject(project_dir)
     urls, links, credentials = _indexes(None, (), (), project_dir)
+    hosts = (*allow_host, *_configured_hosts(project_dir))
     target = target_venv(venv, os.path.join(project_dir, ".venv"))
+    choices = choices_from(uv_flags)
+    if not frozen:
+        _lock(project_dir, target, urls, credentials, hosts, allow_degraded, check=locked,
+              uv_flags=choices.everywhere_flags(), quiet=quiet)  # fmt: skip
+    elif not os.path.isfile(os.path.join(project_dir, "uv.lock")):
+        raise SafePipError(f"--frozen: {project_dir} has no uv.lock; run 'safe-pip lock' first")
     work = make_private_dir()
     try:
-        locked = os.path.isfile(os.path.join(project_dir, "uv.lock"))
+        lock_exists = os.path.isfile(os.path.join(project_dir, "uv.lock"))
         files: tuple[str, ...] = ()
         specifiers: tuple[str, ...] = ()
         editables: list[str] = []
         local: list[str] = []
-        if locked:
+        if lock_exists:
             exported = os.path.join(work, "uv-lock.txt")
-            syncing.export_lock(project_dir, exported)
+            selection = [*(f"--extra={e}" for e in extras), *(f"--group={g}" for g in groups)]
+            selection += ["--all-extras"] if all_extras else []
+            selection += ["--no-dev"] if no_dev else []
+            syncing.export_lock(project_dir, exported, selection)
             editables, local = syncing.split_local_lines(exported, project_dir)
             files = (exported,)
         else:
@@ -363,11 +391,11 @@ def sync(
             credentials=credentials,
             no_build=no_build,
             strict=strict,
-            exact=locked,
-            extra_hosts=(*allow_host, *_configured_hosts(project_dir)),
+            exact=lock_exists,
+            extra_hosts=hosts,
             extra_reads=tuple(os.path.abspath(p) for p in allow_read),
             allow_degraded=allow_degraded,
-            uv=choices_from(uv_flags),
+            uv=choices,
             quiet=quiet,
             verbose=verbose,
         )
@@ -380,6 +408,39 @@ def sync(
         report_outcome(_install_maybe_learning(request, learn), target, as_json, quiet)
     finally:
         remove_tree(work)
+
+
+def _lock(
+    project_dir: str,
+    venv: str,
+    urls: tuple[str, ...],
+    credentials: tuple[ArmedCredential, ...],
+    hosts: tuple[str, ...],
+    allow_degraded: bool,
+    *,
+    check: bool = False,
+    uv_flags: tuple[str, ...] | list[str] = (),
+    quiet: bool = False,
+) -> None:
+    """Lock (or check the lock of) ``project_dir`` in the sandbox: safe_pip/installer/project.py."""
+    import os
+
+    from safe_pip.installer.project import lock_project
+
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.isfile(os.path.join(venv, "pyvenv.cfg")) or not os.path.exists(python):
+        python = sys.executable
+    lock_project(
+        project_dir,
+        python=python,
+        index_urls=urls,
+        credentials=credentials,
+        extra_hosts=hosts,
+        allow_degraded=allow_degraded,
+        check=check,
+        uv_flags=uv_flags,
+        quiet=quiet,
+    )
 
 
 def _install_maybe_learning(request: InstallRequest, learn: bool) -> InstallOutcome:
@@ -400,9 +461,10 @@ def _install_maybe_learning(request: InstallRequest, learn: bool) -> InstallOutc
 
 
 def _register_venv_commands() -> None:
+    from safe_pip.cli.pip_project import COMMANDS as PROJECT_COMMANDS
     from safe_pip.cli.pip_venv import COMMANDS
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, *PROJECT_COMMANDS):
         cli.add_command(command)
 
 

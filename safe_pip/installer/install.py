@@ -465,6 +465,10 @@ def _resolve(request: InstallRequest, work: str) -> list[LockedPackage] | None:
     args = ["pip", "compile", "--quiet", "--format", "pylock.toml", requirements, "-o", lock]
     args += _resolution_flags(request)
     args += request.uv.resolution_flags(installing=False)
+    if request.exact and "--no-deps" not in args:
+        # A lock's export names every package: nothing else may come in, not even
+        # what the project's own pyproject.toml asks for now (uv sync --frozen).
+        args.append("--no-deps")
     if request.no_build:
         args.append("--no-build")
     if _uv(request, args, reads=(requirements,), writes=(out,)) != 0:

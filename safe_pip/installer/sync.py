@@ -17,6 +17,10 @@ import sys
 from safe_pip.errors import SafePipError
 from safe_pip.installer.uv_binary import find_uv
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 def load_pyproject(project_dir: str) -> dict[str, object]:
     if sys.version_info >= (3, 11):
@@ -57,15 +61,16 @@ def declared_requirements(data: dict[str, object]) -> list[str]:
     return found
 
 
-def export_lock(project_dir: str, out: str) -> None:
-    """``uv export --frozen`` of the project's lock into ``out``.
+def export_lock(project_dir: str, out: str, selection: Sequence[str] = ()) -> None:
+    """``uv export --frozen`` of the project's lock into ``out``; ``selection``: uv's
+    ``--extra``/``--all-extras``/``--group``/``--no-dev``.
 
     Runs no package code and touches no network (``--frozen --offline``: the lock is
     read as it is), so it runs outside the sandbox.
     """
     argv = [find_uv(), "export", "--frozen", "--offline", "--quiet", "--no-header"]
     argv += ["--format", "requirements-txt", "--no-emit-project", "--project", project_dir]
-    argv += ["-o", out]
+    argv += [*selection, "-o", out]
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     result = subprocess.run(argv, env=env, stdout=sys.stderr, check=False)
     if result.returncode != 0:
