@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             index_urls=args.index_urls,
             extra_hosts=tuple(args.allow_hosts),
             allow_degraded=args.allow_degraded,
+            verbose=True,  # one build on its own: its output is what this tool shows
         )
     except SafePipError as exc:
         result = BuildResult(None, exc.message, exc.exit_code)
