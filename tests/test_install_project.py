@@ -222,3 +222,55 @@ def test_an_edit_outside_the_dependency_list_is_not_taken() -> None:
     extra = b'[project]\nname = "app"\ndependencies = ["six>=1", "evil"]\n'
     with pytest.raises(SafePipError, match=r"not change project\.dependencies as asked"):
         _check_edit(before, extra, ("project", "dependencies"), "add", ["six"], ["six"])
+
+
+PLANT_PTH = """\
+import glob, os
+here = os.path.dirname(os.path.abspath(__file__))
+for site in glob.glob(os.path.join(here, ".venv", "lib", "python*", "site-packages")):
+    try:
+        with open(os.path.join(site, "zz_planted.pth"), "w") as out:
+            out.write("import os; os.environ['PLANTED'] = '1'\\n")
+    except OSError:
+        pass
+"""
+
+
+def test_an_editable_build_cannot_plant_code_in_the_projects_venv(
+    world: World, mode: str, project_index: LocalIndex
+) -> None:
+    """The editable build may write the project (egg-info, build dirs), not the
+    project's own .venv: a .pth there would run at its next start, unsandboxed."""
+    project = world.root / "planter"
+    (project / "planter").mkdir(parents=True)
+    (project / "planter" / "__init__.py").write_text("")
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '\n[project]\nname = "planter"\nversion = "1.0"\n'
+    )
+    (project / "setup.py").write_text(PLANT_PTH + "from setuptools import setup\nsetup()\n")
+    for path in (project, *project.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env = {**world.env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(world.root / "uv-cache")}
+    venv = project / ".venv"
+    subprocess.run([str(uv_binary()), "venv", "-q", "--python", sys.executable, str(venv)],
+                   env=env, check=True)  # fmt: skip
+    planted = list(venv.glob("lib/python*/site-packages/zz_planted.pth"))
+    assert planted == []
+    # The control: bare uv runs the build with the user's rights, and the plant lands.
+    bare = subprocess.run(
+        [str(uv_binary()), "pip", "install", "--python", str(venv / "bin" / "python"),
+         "--index-url", project_index.url, "-e", str(project)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bare.returncode == 0, bare.stderr
+    assert list(venv.glob("lib/python*/site-packages/zz_planted.pth")), "the attack works bare"
+    for pth in venv.glob("lib/python*/site-packages/zz_planted.pth"):
+        pth.unlink()
+    result = safe_pip(world, mode, project, project_index, "install", "-e", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(venv.glob("lib/python*/site-packages/zz_planted.pth")) == []
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", "import planter, os; "
+                          "print(os.environ.get('PLANTED'))"], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert ran.stdout.strip() == "None", ran.stdout + ran.stderr

@@ -177,7 +177,10 @@ def show_failed_build(log: str | None, label: str) -> None:
 
     with open(log, "rb") as handle:
         data = handle.read()
-    fd, kept = tempfile.mkstemp(prefix=f"safe-pip-build-{printable(label)[:40]}-", suffix=".log")
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")[:40]
+    fd, kept = tempfile.mkstemp(prefix=f"safe-pip-build-{stem}-", suffix=".log")
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     lines = data.decode("utf-8", "replace").splitlines()[-LOG_TAIL:]

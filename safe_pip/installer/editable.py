@@ -192,6 +192,7 @@ def build_editable_in_sandbox(
             allow_degraded=allow_degraded,
             credentials=credentials,
             output=None if verbose else log,
+            guard_persistence=True,  # the project's venvs, .git and PATH dirs stay put
         )
         label = os.path.basename(project)
         if code != 0:

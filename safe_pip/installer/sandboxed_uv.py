@@ -85,8 +85,14 @@ def run_in_build_sandbox(
     extra_env: Mapping[str, str] | None = None,
     protected: Sequence[str] = (),
     credentials: Sequence[ArmedCredential] = (),
+    guard_persistence: bool = False,
 ) -> int:
     """Run ARGV in the build sandbox; returns its exit code (safe-run's conventions).
+
+    ``guard_persistence``: the writes outside the private directory go through
+    safe-run's persistence guard and file broker (launcher/persistence.py): for an
+    editable build, which writes into the user's project, where a venv, ``.git`` and
+    the project's own definition must stay as they are.
 
     ``private_dir`` (from :func:`~safe_pip.launcher.scratch.make_private_dir`) holds
     the sandbox's HOME, TMPDIR and, unless ``shared_cache`` names the persistent
@@ -142,7 +148,7 @@ def run_in_build_sandbox(
         caller_env=os.environ,
         cwd=private_dir,
         allow_degraded=allow_degraded,
-        guard_persistence=False,
+        guard_persistence=guard_persistence,
     )
     # Index passwords: phantoms in uv's URLs, the real values for the proxy only.
     plan = replace(plan, credentials=tuple(credentials))
