@@ -363,3 +363,29 @@ def test_a_failed_build_shows_its_last_lines_and_keeps_its_log(
         assert "noisy build line 001" in log.read_text()
     finally:
         log.unlink()
+
+
+def test_json_carries_uvs_reason_for_a_failure(world: World, words_index: LocalIndex) -> None:
+    venv = world.root / "venv"
+    result = run(world, "namespace", "-p", sys.executable, "--venv", str(venv), "-i",
+                 words_index.url, "--json", "no-such-package-anywhere")  # fmt: skip
+    assert result.returncode != 0
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["problem"].startswith("uv could not install")
+    assert any("no-such-package-anywhere" in line for line in report["detail"]), report
+
+
+def test_uninstall_from_a_file_with_y_and_list_formats(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    venv = world.root / "venv"
+    base = ("-p", sys.executable, "--venv", str(venv), "-i", words_index.url)
+    assert run(world, mode, *base, "withdep").returncode == 0
+    freeze = run(world, mode, "--venv", str(venv), "--format", "freeze", command="list")
+    assert "withdep==1.0" in freeze.stdout.splitlines(), freeze.stdout + freeze.stderr
+    listing = world.root / "gone.txt"
+    listing.write_text("withdep\nflagdep\n")
+    listing.chmod(0o644)
+    gone = run(world, mode, "-y", "--venv", str(venv), "-r", str(listing), command="uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert "withdep" not in versions(venv) and "flagdep" not in versions(venv)

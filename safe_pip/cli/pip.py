@@ -13,7 +13,13 @@ import click
 
 from safe_pip import __version__
 from safe_pip.cli.pip_venv import target_venv
-from safe_pip.cli.uv_words import UvCommand, choices_from, uv_install_options, uv_shared_options
+from safe_pip.cli.uv_words import (
+    UvCommand,
+    choices_from,
+    repeatable_path,
+    uv_install_options,
+    uv_shared_options,
+)
 from safe_pip.errors import SafePipError
 
 TYPE_CHECKING = False
@@ -162,6 +168,7 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool, quiet: boo
                     "findings": outcome.findings,
                     "wrapped_scripts": outcome.wrapped,
                     "problem": outcome.problem,
+                    "detail": outcome.detail,
                     "would_install": outcome.would_install,
                     "would_build": outcome.would_build,
                 }
@@ -214,18 +221,20 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
 
 @cli.command(cls=UvCommand)
 @click.argument("packages", nargs=-1)
-@click.option("-r", "--requirement", "requirement_files", multiple=True, type=click.Path())
-@click.option("-c", "--constraint", "constraint_files", multiple=True, type=click.Path())
-@click.option(
-    "-e",
-    "--editable",
-    "editables",
-    multiple=True,
-    type=click.Path(),
-    help="A local project, installed editable (repeatable).",
+@repeatable_path(
+    "-r",
+    "--requirement",
+    "requirement_files",
+    "Install the packages listed in this file (requirements.txt, pyproject.toml ...).",
 )
+@repeatable_path(
+    "-c", "--constraint", "constraint_files", "Constrain versions using this requirements file."
+)
+@repeatable_path("-e", "--editable", "editables", "A local project, installed editable.")
 @click.option(
-    "--venv", type=click.Path(), help="Target venv (default: $VIRTUAL_ENV, else ./.venv)."
+    "--venv",
+    type=click.Path(),
+    help="Target venv (default: $VIRTUAL_ENV, else the nearest .venv here or above).",
 )
 @click.option("-i", "--index-url", help="The default index (default: PyPI).")
 @click.option("--extra-index-url", multiple=True, help="More indexes (repeatable).")

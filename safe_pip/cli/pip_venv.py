@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from safe_pip.cli.uv_words import UvCommand
+from safe_pip.cli.uv_words import UvCommand, repeatable_path
 from safe_pip.errors import SafePipError
 
 _VENV_HELP = "The venv (default: $VIRTUAL_ENV, else the nearest .venv in this directory or above)."
@@ -89,13 +89,24 @@ def installed(venv: str) -> list[tuple[str, str]]:
 @click.command("list", cls=UvCommand)
 @click.option("--venv", type=click.Path(), help=_VENV_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, version}.")
-def list_command(venv: str | None, as_json: bool) -> None:
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["columns", "freeze", "json"]),
+    default="columns",
+    help="Select the output format, as uv pip list.",
+)
+def list_command(venv: str | None, as_json: bool, output_format: str) -> None:
     """List installed distributions (read from their metadata; nothing is run)."""
     import json
 
     rows = installed(resolve_venv(venv))
-    if as_json:
+    if as_json or output_format == "json":
         click.echo(json.dumps([{"name": name, "version": version} for name, version in rows]))
+        return
+    if output_format == "freeze":
+        for name, version in rows:
+            click.echo(f"{name}=={version}")
         return
     width = max((len(name) for name, _ in rows), default=0)
     for name, version in rows:
@@ -103,7 +114,10 @@ def list_command(venv: str | None, as_json: bool) -> None:
 
 
 @click.command("uninstall", cls=UvCommand)
-@click.argument("packages", nargs=-1, required=True)
+@click.argument("packages", nargs=-1)
+@repeatable_path(
+    "-r", "--requirement", "requirement_files", "Uninstall the packages listed in this file."
+)
 @click.option("--venv", type=click.Path(), help=_VENV_HELP)
 @click.option("--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing.")
 @click.option(
@@ -111,10 +125,18 @@ def list_command(venv: str | None, as_json: bool) -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 def uninstall_command(
-    packages: tuple[str, ...], venv: str | None, allow_degraded: bool, yes: bool, quiet: bool
+    packages: tuple[str, ...],
+    requirement_files: tuple[str, ...],
+    venv: str | None,
+    allow_degraded: bool,
+    yes: bool,
+    quiet: bool,
 ) -> None:
     """Uninstall packages with uv, in the build sandbox (uv runs the venv's Python,
     whose start-up code then runs too); exits with uv's code."""
+    if not packages and not requirement_files:
+        raise click.UsageError("name at least one package or -r file")
+    files = tuple(os.path.abspath(f) for f in requirement_files)
     from safe_pip.installer.audit import INERT_STARTUP_ENV
     from safe_pip.installer.sandboxed_uv import run_uv_sandboxed
     from safe_pip.launcher.scratch import make_private_dir, remove_tree
@@ -124,9 +146,18 @@ def uninstall_command(
     box = make_private_dir()
     try:
         code = run_uv_sandboxed(
-            ["pip", "uninstall", *(["--quiet"] if quiet else []), "--python", python, *packages],
+            [
+                "pip",
+                "uninstall",
+                *(["--quiet"] if quiet else []),
+                "--python",
+                python,
+                *(word for f in files for word in ("-r", f)),
+                *packages,
+            ],
             python=python,
             private_dir=box,
+            reads=files,
             writes=(target,),
             index_urls=(),  # no hosts: the sandbox has no network at all
             allow_degraded=allow_degraded,

@@ -19,7 +19,20 @@ if TYPE_CHECKING:
 
     from safe_pip.installer.uv_options import UvChoices
 
-__all__ = ["UvCommand", "choices_from", "uv_install_options", "uv_shared_options"]
+__all__ = [
+    "UvCommand",
+    "choices_from",
+    "repeatable_path",
+    "uv_install_options",
+    "uv_shared_options",
+]
+
+
+def repeatable_path(
+    short: str, long: str, dest: str, help: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A repeatable path option (``-r FILE``, ``-e DIR`` ...), spelled as uv does."""
+    return click.option(short, long, dest, multiple=True, type=click.Path(), help=help)
 
 
 class UvCommand(click.Command):

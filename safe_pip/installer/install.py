@@ -103,6 +103,8 @@ class InstallOutcome:
     exit_code: int = 0
     #: --dry-run: what would be installed and built; nothing was.
     dry_run: bool = False
+    #: uv's own words for a failure (its error, cause and hint lines), for --json.
+    detail: list[str] = field(default_factory=list)
     would_install: list[str] = field(default_factory=list)
     would_build: list[str] = field(default_factory=list)
 
@@ -320,10 +322,27 @@ def _wheels_only(
         outcome.problem = f"--no-build: no wheel for this Python: {names}"
     else:
         outcome.problem = "uv could not install the requirements (see its message above)"
+        outcome.detail = uv_error_lines(text)
     outcome.exit_code = code if 0 < code < 125 else 1
     if code >= 125:
         outcome.problem, outcome.exit_code = "the install sandbox could not start", code
     return False
+
+
+def uv_error_lines(text: str) -> list[str]:
+    """uv's ``error:``, ``cause:`` and ``hint:`` lines (with their continuations):
+    what ``--json`` gives as the failure's detail."""
+    lines: list[str] = []
+    keep = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("error:", "cause:", "hint:")):
+            keep = True
+        elif not stripped:
+            keep = False
+        if keep and stripped:
+            lines.append(stripped)
+    return lines[:40]
 
 
 def _staged(
