@@ -809,4 +809,6 @@ def test_setup_time(tmp_path: Path, project: Path) -> None:
         f"\nsetup: namespaces {namespaces_ms:.2f} ms, lo + private root "
         f"({samples[0][2]} mounts) {root_ms:.2f} ms, total {namespaces_ms + root_ms:.2f} ms"
     )
-    assert namespaces_ms + root_ms < 50
+    # Only a blow-up fails here (about 5 ms on a quiet machine; bench/startup.py has
+    # the real figure); the margin holds on a loaded one.
+    assert namespaces_ms + root_ms < 500

