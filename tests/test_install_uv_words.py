@@ -389,3 +389,48 @@ def test_uninstall_from_a_file_with_y_and_list_formats(
     gone = run(world, mode, "-y", "--venv", str(venv), "-r", str(listing), command="uninstall")
     assert gone.returncode == 0, gone.stderr
     assert "withdep" not in versions(venv) and "flagdep" not in versions(venv)
+
+
+def test_one_run_at_a_time_per_venv(world: World, mode: str, words_index: LocalIndex) -> None:
+    """A second install into a venv another safe-pip is changing waits (saying for
+    whom), or with --no-wait stops at once; when the first ends, the second runs and
+    reports only its own packages."""
+    import signal
+    import time
+
+    venv = world.root / "venv"
+    env = world.env(mode)
+    env.pop("VIRTUAL_ENV", None)
+    base = [str(SAFE_PIP), "install", "-p", sys.executable, "--venv", str(venv), "-i",
+            words_index.url]  # fmt: skip
+    first = subprocess.Popen(
+        [*base, "-v", "slow-probe"], cwd=world.project, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert first.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "SLOW BUILD STARTED" not in seen and time.monotonic() < deadline:
+        line = first.stderr.readline()
+        if not line:
+            break
+        seen += line
+    try:
+        assert "SLOW BUILD STARTED" in seen, seen
+        refused = run(world, mode, *base[2:], "--no-wait", "flagpkg")
+        assert refused.returncode == 125, refused.stderr
+        assert f"is being changed by another safe-pip (pid {first.pid})" in refused.stderr
+        second = subprocess.Popen(
+            [*base, "--json", "flagpkg"], cwd=world.project, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert second.stderr is not None
+        waiting = second.stderr.readline()
+        assert "waiting for another safe-pip" in waiting and str(first.pid) in waiting
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.communicate(timeout=60)
+    out, err = second.communicate(timeout=180)
+    assert second.returncode == 0, out + err
+    report = json.loads(out.splitlines()[-1])
+    assert report["installed"] == ["flagpkg==1.1"], report

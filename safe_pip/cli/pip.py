@@ -209,6 +209,11 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
         click.option(
+            "--no-wait",
+            is_flag=True,
+            help="Fail at once if another safe-pip is changing the venv (default: wait).",
+        ),
+        click.option(
             "--learn",
             is_flag=True,
             help="Trace the build sandboxes; report what they refused and the flags to allow it.",
@@ -264,6 +269,7 @@ def install(
     allow_read: tuple[str, ...],
     allow_degraded: bool,
     as_json: bool,
+    no_wait: bool,
     learn: bool,
     quiet: bool,
     verbose: bool,
@@ -304,6 +310,7 @@ def install(
         uv=choices,
         quiet=quiet,
         verbose=verbose,
+        wait_for_lock=not no_wait,
     )
     report_outcome(_install_maybe_learning(request, learn), request.venv, as_json, quiet)
 
@@ -340,6 +347,7 @@ def sync(
     allow_read: tuple[str, ...],
     allow_degraded: bool,
     as_json: bool,
+    no_wait: bool,
     learn: bool,
     quiet: bool,
     verbose: bool,
@@ -407,6 +415,7 @@ def sync(
             uv=choices,
             quiet=quiet,
             verbose=verbose,
+            wait_for_lock=not no_wait,
         )
         if not (specifiers or files or editables or local):
             from safe_pip.installer.install import ensure_venv

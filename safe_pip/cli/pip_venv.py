@@ -124,6 +124,11 @@ def list_command(venv: str | None, as_json: bool, output_format: str) -> None:
     "-y", "--yes", is_flag=True, help="Accepted for pip's sake: uninstall never asks anyway."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail at once if another safe-pip is changing the venv (default: wait).",
+)
 def uninstall_command(
     packages: tuple[str, ...],
     requirement_files: tuple[str, ...],
@@ -131,44 +136,60 @@ def uninstall_command(
     allow_degraded: bool,
     yes: bool,
     quiet: bool,
+    no_wait: bool,
 ) -> None:
     """Uninstall packages with uv, in the build sandbox (uv runs the venv's Python,
     whose start-up code then runs too); exits with uv's code."""
+    from safe_pip.installer.venv_lock import VenvLock
+    from safe_pip.installer.wrap import prune_wrapped
+    from safe_pip.launcher.scratch import make_private_dir, remove_tree
+
     if not packages and not requirement_files:
         raise click.UsageError("name at least one package or -r file")
     files = tuple(os.path.abspath(f) for f in requirement_files)
-    from safe_pip.installer.audit import INERT_STARTUP_ENV
-    from safe_pip.installer.sandboxed_uv import run_uv_sandboxed
-    from safe_pip.launcher.scratch import make_private_dir, remove_tree
-
     target = resolve_venv(venv)
     python = os.path.join(target, "bin", "python")
-    box = make_private_dir()
-    try:
-        code = run_uv_sandboxed(
-            [
-                "pip",
-                "uninstall",
-                *(["--quiet"] if quiet else []),
-                "--python",
-                python,
-                *(word for f in files for word in ("-r", f)),
-                *packages,
-            ],
-            python=python,
-            private_dir=box,
-            reads=files,
-            writes=(target,),
-            index_urls=(),  # no hosts: the sandbox has no network at all
-            allow_degraded=allow_degraded,
-            extra_env=INERT_STARTUP_ENV,
-        )
-    finally:
-        remove_tree(box)
-    from safe_pip.installer.wrap import prune_wrapped
-
-    prune_wrapped(target)  # the originals of wrapped scripts whose package is gone
+    with VenvLock(target, wait=not no_wait):
+        box = make_private_dir()
+        try:
+            code = _uninstall(target, python, box, files, packages, quiet, allow_degraded)
+        finally:
+            remove_tree(box)
+        prune_wrapped(target)  # the originals of wrapped scripts whose package is gone
     sys.exit(code)
+
+
+def _uninstall(
+    target: str,
+    python: str,
+    box: str,
+    files: tuple[str, ...],
+    packages: tuple[str, ...],
+    quiet: bool,
+    allow_degraded: bool,
+) -> int:
+    """``uv pip uninstall`` in the build sandbox: the venv writable, no network."""
+    from safe_pip.installer.audit import INERT_STARTUP_ENV
+    from safe_pip.installer.sandboxed_uv import run_uv_sandboxed
+
+    return run_uv_sandboxed(
+        [
+            "pip",
+            "uninstall",
+            *(["--quiet"] if quiet else []),
+            "--python",
+            python,
+            *(word for f in files for word in ("-r", f)),
+            *packages,
+        ],
+        python=python,
+        private_dir=box,
+        reads=files,
+        writes=(target,),
+        index_urls=(),  # no hosts: the sandbox has no network at all
+        allow_degraded=allow_degraded,
+        extra_env=INERT_STARTUP_ENV,
+    )
 
 
 @click.command("audit", cls=UvCommand)

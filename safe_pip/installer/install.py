@@ -71,6 +71,7 @@ class InstallRequest:
     #: uv pip's flags (--upgrade, --pre, -C ...), by the phase they belong to.
     uv: UvChoices = field(default_factory=UvChoices)
     quiet: bool = False  # -q: only safe-pip's summary and errors
+    wait_for_lock: bool = True  # --no-wait: fail at once when another run holds the venv
     verbose: bool = False  # -v: every build's whole output
 
     def local_paths(self) -> tuple[str, ...]:
@@ -133,7 +134,15 @@ def ensure_venv(venv: str, python: str | None) -> bool:
 
 
 def install(request: InstallRequest) -> InstallOutcome:
-    """Install; on failure (or ``--strict`` findings) leave the venv as it was."""
+    """Install; on failure (or ``--strict`` findings) leave the venv as it was.  One
+    run at a time per venv (installer/venv_lock.py)."""
+    from safe_pip.installer.venv_lock import VenvLock
+
+    with VenvLock(request.venv, wait=request.wait_for_lock):
+        return _install_locked(request)
+
+
+def _install_locked(request: InstallRequest) -> InstallOutcome:
     from safe_pip.installer.audit import describe, findings_to_json, new_findings, snapshot
     from safe_pip.installer.rollback import VenvBackup
 
