@@ -112,6 +112,25 @@ def _indexes(
     return urls, links, credentials
 
 
+def _check_files(
+    requirements: tuple[str, ...], constraints: tuple[str, ...], editables: tuple[str, ...]
+) -> None:
+    """-r and -c name regular files of sane size (uv reads them; a FIFO or /dev/zero
+    would hang it or eat memory); -e names a directory."""
+    import os
+
+    from safe_pip.bounded import UnreadableInput, check_input_file
+
+    for path in (*requirements, *constraints):
+        try:
+            check_input_file(path)
+        except UnreadableInput as exc:
+            raise SafePipError(str(exc)) from None
+    for path in editables:
+        if not os.path.isdir(path):
+            raise SafePipError(f"-e {path}: not a project directory")
+
+
 def _configured_hosts(project: str | None) -> tuple[str, ...]:
     """Extra build hosts from the user's config and the project's approved
     ``[tool.safe-pip]`` (installer/settings.py)."""
@@ -285,6 +304,7 @@ def install(
 
     if not packages and not requirement_files and not editables:
         raise click.UsageError("name at least one package, -r file or -e project")
+    _check_files(requirement_files, constraint_files, editables)
     specifiers, local = _split_local(packages)
     project = _project_dir()
     choices = choices_from(uv_flags, default_exclude_newer(project, os.environ))

@@ -102,9 +102,10 @@ def _load_toml(path: str) -> dict[str, object] | None:
     else:  # pragma: no cover - exercised on 3.10 only
         import tomli as tomllib
 
+    from safe_pip.bounded import read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+        data = tomllib.loads(read_regular_file(path).decode("utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return None
     return data

@@ -131,10 +131,13 @@ def _load(path: str) -> dict[str, object] | None:
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only
         import tomli as tomllib
+    from safe_pip.bounded import UnreadableInput, read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError:
         return None
+    except UnreadableInput as exc:
+        raise PolicyError(path, "", str(exc)) from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(path, "", f"cannot be read: {exc}") from None

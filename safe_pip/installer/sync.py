@@ -28,10 +28,15 @@ def load_pyproject(project_dir: str) -> dict[str, object]:
     else:  # pragma: no cover - exercised on 3.10 only
         import tomli as tomllib
 
+    from safe_pip.bounded import UnreadableInput, read_regular_file
+
     path = os.path.join(project_dir, "pyproject.toml")
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_regular_file(path).decode("utf-8"))
+    except UnreadableInput as exc:
+        raise SafePipError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise SafePipError(f"{path} is not valid UTF-8") from None
     except OSError as exc:
         raise SafePipError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:

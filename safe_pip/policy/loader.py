@@ -675,11 +675,15 @@ def _pyproject_table(path: str, cache: PolicyCache | None = None) -> dict[str, o
 
 
 def _read_bytes(path: str, *, source: str, key: str) -> bytes:
+    """A policy or profile file: a regular file of at most 4 MiB (safe_pip/bounded.py)."""
+    from safe_pip.bounded import UnreadableInput, read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return read_regular_file(path)
     except FileNotFoundError:
         raise PolicyError(source, key, f"{path} does not exist") from None
+    except UnreadableInput as error:
+        raise PolicyError(source, key, str(error)) from None
     except OSError as error:
         raise PolicyError(source, key, f"cannot read {path} ({error.strerror})") from None
 
