@@ -31,3 +31,39 @@ class PolicyError(SafePipError):
 
 class SandboxUnavailable(SafePipError):
     """A layer the policy needs is missing on this kernel/user (fail closed)."""
+
+
+def require_working_directory() -> None:
+    """A working directory that was deleted under the shell is the user's to fix."""
+    import os
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise SafePipError(
+            "the working directory no longer exists (deleted while the shell was in it); "
+            "cd to a directory that does"
+        ) from None
+
+
+def report_unexpected(program: str, exc: BaseException) -> int:
+    """One line for an error nobody planned for, and exit 125; the traceback only with
+    ``SAFE_PIP_DEBUG=1`` (a traceback is noise to a user and leaks paths into logs).
+    Used by both commands' ``main``: no input may end in a traceback."""
+    import os
+    import sys
+
+    if os.environ.get("SAFE_PIP_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exception(exc)
+    from safe_pip.terminal import printable
+
+    what = printable(f"{type(exc).__name__}: {exc}")[:300]
+    try:
+        sys.stderr.write(
+            f"{program}: internal error ({what}); SAFE_PIP_DEBUG=1 shows where; please report it\n"
+        )
+    except (AttributeError, OSError):  # no stderr at all: the exit code must do
+        pass
+    return EXIT_INTERNAL

@@ -509,8 +509,23 @@ def _register_venv_commands() -> None:
 _register_venv_commands()
 
 
+def _check_arguments_are_text(argv: list[str]) -> None:
+    """Package names, paths and URLs go into files uv reads as UTF-8: an argument that
+    is not valid UTF-8 is refused here, by name, not deep inside as an encoding error."""
+    for word in argv:
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = word.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            raise SafePipError(f"the argument {shown!r} is not valid UTF-8") from None
+
+
 def main() -> None:
     try:
+        from safe_pip.errors import require_working_directory
+
+        require_working_directory()
+        _check_arguments_are_text(sys.argv[1:])
         # Not click's standalone mode: it turns Ctrl-C into "Aborted!" and exit 1.
         cli.main(standalone_mode=False)
     except (KeyboardInterrupt, click.Abort):
@@ -526,3 +541,7 @@ def main() -> None:
 
         click.echo(f"safe-pip: {printable(exc.message)}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # one line and 125, never a traceback (errors.py)
+        from safe_pip.errors import report_unexpected
+
+        sys.exit(report_unexpected("safe-pip", exc))

@@ -143,6 +143,8 @@ def parse_args(argv: list[str]) -> RunOptions:
                 value = argv[i]
             else:
                 raise SafePipError(f"{name} needs a value", 2)
+            if not value:  # "--project=" must not quietly mean "no --project"
+                raise SafePipError(f"{name} needs a value (it was empty)", 2)
             attr = _VALUE_OPTIONS[name]
             current = getattr(opts, attr)
             if isinstance(current, list):
@@ -300,6 +302,9 @@ def run(opts: RunOptions) -> int:
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
         args = sys.argv[1:] if argv is None else argv
+        from safe_pip.errors import require_working_directory
+
+        require_working_directory()
         if args[:1] == ["secret"]:  # a subcommand, not a target: see USAGE
             from safe_pip.cli.secret import main_secret
 
@@ -329,11 +334,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a closed pipe must not turn the child's exit code into 120
-        pass
+    except Exception as exc:  # one line and 125, never a traceback (errors.py)
+        from safe_pip.errors import report_unexpected
+
+        code = report_unexpected("safe-run", exc)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: the descriptor was closed when we started
+                stream.flush()
+        except OSError:  # a closed pipe must not turn the child's exit code into 120
+            pass
     # Skip interpreter teardown (a few ms of freeing modules nobody will use again);
     # nothing of ours needs atexit handlers.
     os._exit(code)

@@ -25,7 +25,7 @@ from safe_pip.launcher.leftovers import children_of, kill_leftovers
 from safe_pip.launcher.plan import SandboxPlan
 from safe_pip.sandbox import namespaces
 from safe_pip.sandbox.environment import scrub_own_environ_block
-from safe_pip.sandbox.mounts import prepare_root
+from safe_pip.sandbox.mounts import MountError, PreparedRoot, prepare_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,6 +84,23 @@ def _read_reports(fd: int, report: RunReport) -> None:
             line, buffer = buffer.split(b"\n", 1)
             report.absorb(line.decode("utf-8", "replace"))
     os.close(fd)
+
+
+def _prepared_root(plan: SandboxPlan) -> PreparedRoot:
+    """The private root's host-side preparation; a grant that cannot be looked up (a
+    symlink loop, a name too long) is the user's to fix: one line, exit 125."""
+    try:
+        return prepare_root(mount_plan(plan))
+    except MountError as exc:
+        import errno
+
+        why = {errno.ELOOP: "a symlink loop", errno.ENAMETOOLONG: "a name too long"}.get(
+            exc.errno or 0, exc.strerror or "an error"
+        )
+        raise SafePipError(
+            f"cannot set up the sandbox: a granted path could not be looked up ({why}): "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def _kill_children() -> None:
@@ -152,7 +169,7 @@ def run_sandboxed(
         plan = replace(plan, env={**plan.env, **extra_env})
     # Host lookups happen here, before forking: the same work in a fresh fork pays a
     # copy-on-write fault on every page it touches.
-    root = prepare_root(mount_plan(plan)) if plan.try_namespaces else None
+    root = _prepared_root(plan) if plan.try_namespaces else None
     ns_rules = landlock_rules_for(plan, "namespace") if root is not None else None
     ns_broker_rules = None
     events_read = events_write = -1
