@@ -307,3 +307,44 @@ def test_command_outside_the_grants_is_refused_with_a_hint(world: World, mode: s
     assert "inside the sandbox" in out.stderr and "Traceback" not in out.stderr
     granted = world.run_safe(mode, "--", str(tool), flags=("--allow-read", str(tools)))
     assert granted.returncode == 0 and granted.stdout.strip() == "tool-ran", granted.stderr
+
+
+def test_a_killed_runs_private_directory_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL leaves safe-run no chance to clean up; the next run of the same user
+    removes the leftover, and never a live run's directory."""
+    world = make_world(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    scratch.chmod(0o755)
+    env = world.env(TMPDIR=str(scratch))
+    slow = subprocess.Popen(
+        world.safe_run_argv("--", "/bin/sleep", "60"), cwd=world.project, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not list(scratch.glob("safe-run-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (left,) = list(scratch.glob("safe-run-*"))
+    live = subprocess.Popen(
+        world.safe_run_argv("--", "/bin/sleep", "60"), cwd=world.project, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while len(list(scratch.glob("safe-run-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (other,) = [p for p in scratch.glob("safe-run-*") if p != left]
+        slow.send_signal(signal.SIGKILL)
+        slow.wait(timeout=10)
+        time.sleep(0.5)  # the sandbox's processes die with it (kill switch)
+        assert left.exists(), "SIGKILL leaves it behind: the case this is about"
+        quick = subprocess.run(
+            world.safe_run_argv("--", "/bin/true"), cwd=world.project, env=env,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert quick.returncode == 0, quick.stderr
+        assert not left.exists(), "the dead run's directory is swept"
+        assert other.exists(), "a live run's directory is kept"
+    finally:
+        live.kill()
+        live.wait(timeout=10)
+        slow.kill()

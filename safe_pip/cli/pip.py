@@ -527,7 +527,12 @@ def main() -> None:
         require_working_directory()
         _check_arguments_are_text(sys.argv[1:])
         # Not click's standalone mode: it turns Ctrl-C into "Aborted!" and exit 1.
-        cli.main(standalone_mode=False)
+        try:
+            cli.main(standalone_mode=False)
+        finally:
+            from safe_pip.launcher.scratch import sweep_stale
+
+            sweep_stale()  # private directories of this user's killed runs
     except (KeyboardInterrupt, click.Abort):
         click.echo("\nsafe-pip: interrupted", err=True)
         sys.exit(130)

@@ -297,6 +297,9 @@ def run(opts: RunOptions) -> int:
     finally:
         if not opts.explain:
             remove_tree(private_dir)  # we made it, we remove it: after any outcome
+            from safe_pip.launcher.scratch import sweep_stale
+
+            sweep_stale()  # and those of runs that were killed (their lock is free)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

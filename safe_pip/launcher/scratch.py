@@ -2,6 +2,13 @@
 
 Whoever creates it removes it, after any outcome; the sandbox gets it as its HOME and
 TMPDIR and may leave anything there, including directories it made unreadable.
+
+A run that is SIGKILLed removes nothing, so each directory carries an ``.owner`` file
+its creator holds an exclusive ``flock`` on for as long as it lives (the kernel drops
+it when the process dies, whatever killed it).  :func:`sweep_stale` -- run by the
+next safe-pip or safe-run of the same user, after its own work -- removes the
+directories whose lock it can take: only the user's own, only of dead owners, with
+no guessing from pids that may have been reused.
 """
 
 from __future__ import annotations
@@ -10,22 +17,88 @@ import os
 
 from safe_pip.errors import SafePipError
 
+PREFIX = "safe-run-"
+_OWNER = ".owner"
+#: Descriptors holding the ``.owner`` locks of this process's directories.
+_HELD: dict[str, int] = {}
+
+
+def _base() -> str:
+    base = os.environ.get("TMPDIR") or "/tmp"
+    return base if os.path.isdir(base) else "/tmp"
+
 
 def make_private_dir() -> str:
     """``$TMPDIR/safe-run-XXXX`` with ``home/`` and ``tmp/``; cheaper than ``tempfile``."""
-    base = os.environ.get("TMPDIR") or "/tmp"
-    if not os.path.isdir(base):
-        base = "/tmp"
+    import fcntl
+
+    base = _base()
     for _ in range(10):
-        path = os.path.join(base, "safe-run-" + os.urandom(6).hex())
+        path = os.path.join(base, PREFIX + os.urandom(6).hex())
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             continue
-        os.mkdir(os.path.join(path, "home"), 0o700)
-        os.mkdir(os.path.join(path, "tmp"), 0o700)
+        except OSError as exc:
+            raise SafePipError(
+                f"cannot create a private directory under {base} ({exc.strerror}); "
+                "set TMPDIR to a writable directory"
+            ) from None
+        try:
+            owner = os.open(
+                os.path.join(path, _OWNER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            _HELD[path] = owner
+            os.mkdir(os.path.join(path, "home"), 0o700)
+            os.mkdir(os.path.join(path, "tmp"), 0o700)
+        except OSError as exc:
+            remove_tree(path)
+            raise SafePipError(
+                f"cannot set up a private directory under {base} ({exc.strerror}); is it full?"
+            ) from None
         return path
     raise SafePipError(f"cannot create a private directory under {base}")
+
+
+def sweep_stale(base: str | None = None) -> int:
+    """Remove the private directories of this user's dead runs under ``base``
+    (default: the temp dir); returns how many.  Never raises."""
+    import fcntl
+
+    removed = 0
+    uid = os.getuid()
+    try:
+        entries = list(os.scandir(base or _base()))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(PREFIX) or entry.path in _HELD:
+            continue
+        try:
+            if (
+                not entry.is_dir(follow_symlinks=False)
+                or entry.stat(follow_symlinks=False).st_uid != uid
+            ):
+                continue
+            fd = os.open(
+                os.path.join(entry.path, _OWNER), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except OSError:
+            continue  # no owner file: being created this instant, or not ours to judge
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its owner lives
+        try:
+            remove_tree(entry.path)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def remove_tree(path: str) -> None:
@@ -36,6 +109,15 @@ def remove_tree(path: str) -> None:
     bz2 and lzma) is a measurable slice of safe-run's start-up.  Symlinks are
     unlinked, never followed.
     """
+    held = _HELD.pop(path, None)
+    try:
+        _remove_tree(path)
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _remove_tree(path: str) -> None:
     try:
         if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
             os.chmod(path, 0o700)
@@ -44,7 +126,7 @@ def remove_tree(path: str) -> None:
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
+            _remove_tree(entry.path)
         else:
             try:
                 os.unlink(entry.path)
