@@ -434,3 +434,80 @@ def test_one_run_at_a_time_per_venv(world: World, mode: str, words_index: LocalI
     assert second.returncode == 0, out + err
     report = json.loads(out.splitlines()[-1])
     assert report["installed"] == ["flagpkg==1.1"], report
+
+
+def _state(venv: Path) -> tuple[dict[str, str], bool]:
+    """(installed versions, whether every module imports) of the venv."""
+    found = versions(venv)
+    names = [n.replace("-", "_") for n in found if n in ("flagpkg", "withdep", "flagdep")]
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import " + ", ".join(names) if names else "pass"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return found, done.returncode == 0
+
+
+def test_an_install_stopped_at_any_point_leaves_the_venv_as_before_or_after(
+    world: World, words_index: LocalIndex
+) -> None:
+    """SIGTERM at random moments of an upgrade into an existing venv: afterwards the
+    venv is exactly the old one or exactly the new one, and everything imports."""
+    import random
+    import signal
+    import time
+
+    venv = world.root / "venv"
+    base = ["-p", sys.executable, "--venv", str(venv), "-i", words_index.url]
+    assert run(world, "namespace", *base, "flagpkg==1.0").returncode == 0
+    before = versions(venv)
+    env = world.env("namespace")
+    env.pop("VIRTUAL_ENV", None)
+    rng = random.Random(18)
+    outcomes = set()
+    for _ in range(8):
+        process = subprocess.Popen(
+            [str(SAFE_PIP), "install", *base, "-U", "flagpkg", "withdep"], cwd=world.project,
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(rng.uniform(0.05, 0.6))
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=120)
+        found, imports = _state(venv)
+        assert imports, (found, err)
+        if process.returncode == 0:
+            assert found["flagpkg"] == "1.1" and {"withdep", "flagdep"} <= set(found), found
+            outcomes.add("after")
+        else:
+            assert process.returncode == 130 and "interrupted" in err, (process.returncode, err)
+            assert found == before, (found, before, err)
+            outcomes.add("before")
+        assert not list(world.root.glob(".safe-pip-*")), "no snapshot or trash left"
+        # Back to the old state for the next round.
+        reset = run(world, "namespace", *base, "--reinstall", "flagpkg==1.0")
+        assert reset.returncode == 0, reset.stderr
+        if "withdep" in versions(venv):
+            gone = run(world, "namespace", "--venv", str(venv), "withdep", "flagdep",
+                       command="uninstall")  # fmt: skip
+            assert gone.returncode == 0, gone.stderr
+    assert "before" in outcomes, outcomes
+
+
+def test_what_a_sigkill_left_is_undone_by_the_next_run(
+    world: World, words_index: LocalIndex
+) -> None:
+    """A snapshot taken and a venv half-changed, then nothing (SIGKILL): the next run
+    puts the venv back, says so, and goes on."""
+    from safe_pip.installer.rollback import VenvBackup
+
+    venv = world.root / "venv"
+    base = ["-p", sys.executable, "--venv", str(venv), "-i", words_index.url]
+    assert run(world, "namespace", *base, "flagpkg==1.0").returncode == 0
+    VenvBackup.take(str(venv))  # what the killed run had done first ...
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "flagpkg.py").unlink()  # ... and half of its work
+    nxt = run(world, "namespace", *base, "withdep")
+    assert nxt.returncode == 0, nxt.stderr
+    assert "was killed half-way; the venv was put back as it was before it" in nxt.stderr
+    assert (site / "flagpkg.py").read_text() == "VERSION = '1.0'\n"
+    assert {"flagpkg", "withdep", "flagdep"} <= set(versions(venv))
+    assert not list(world.root.glob(".safe-pip-*"))

@@ -520,7 +520,32 @@ def _check_arguments_are_text(argv: list[str]) -> None:
             raise SafePipError(f"the argument {shown!r} is not valid UTF-8") from None
 
 
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM and SIGHUP end a run like Ctrl-C: through the same unwinding, so an
+    install puts the venv back before safe-pip exits."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import os
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+    code = _main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except OSError:
+            pass
+    # No interpreter teardown: it puts the default SIGTERM action back first, and a
+    # signal in that window would kill us with a meaningless status.
+    os._exit(code)
+
+
+def _main() -> int:
+    """Run the command line; the exit code (every error handled here: one line)."""
     try:
         from safe_pip.errors import require_working_directory
 
@@ -533,20 +558,25 @@ def main() -> None:
             from safe_pip.launcher.scratch import sweep_stale
 
             sweep_stale()  # private directories of this user's killed runs
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            click.echo(exc.code, err=True)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (KeyboardInterrupt, click.Abort):
         click.echo("\nsafe-pip: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except SafePipError as exc:
         from safe_pip.terminal import printable
 
         click.echo(f"safe-pip: {printable(exc.message)}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:  # one line and 125, never a traceback (errors.py)
         from safe_pip.errors import report_unexpected
 
-        sys.exit(report_unexpected("safe-pip", exc))
+        return report_unexpected("safe-pip", exc)
+    return 0

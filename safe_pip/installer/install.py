@@ -127,8 +127,13 @@ def ensure_venv(venv: str, python: str | None) -> bool:
     if python is not None:
         argv += ["--python", python]
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"}
-    result = subprocess.run(argv, env=env, stdout=sys.stderr, check=False)
+    try:
+        result = subprocess.run(argv, env=env, stdout=sys.stderr, check=False)
+    except BaseException:
+        remove_tree(venv)
+        raise
     if result.returncode != 0:
+        remove_tree(venv)  # a half-made venv (a full disk) is no venv: never leave one
         raise SafePipError(f"could not create the virtual environment {venv}")
     return True
 
@@ -143,13 +148,21 @@ def install(request: InstallRequest) -> InstallOutcome:
 
 
 def _install_locked(request: InstallRequest) -> InstallOutcome:
+    """All or nothing: an existing venv is snapshotted first (hard links: no data is
+    copied; installer/rollback.py) and put back when the install fails, is
+    interrupted (SIGINT, SIGTERM, SIGHUP) or, with ``--strict``, adds code that runs
+    later; a venv this run created is removed.  What a SIGKILL left is undone by the
+    next run (:func:`~safe_pip.installer.rollback.recover`)."""
     from safe_pip.installer.audit import describe, findings_to_json, new_findings, snapshot
-    from safe_pip.installer.rollback import VenvBackup
+    from safe_pip.installer.rollback import VenvBackup, recover
 
+    undone = recover(request.venv)
+    if undone is not None:
+        sys.stderr.write(f"safe-pip: {undone}\n")
     outcome = InstallOutcome(dry_run=request.uv.dry_run)
     outcome.created_venv = ensure_venv(request.venv, request.python)
     backup = None
-    if request.strict and not outcome.created_venv:
+    if not outcome.created_venv and not request.uv.dry_run:
         backup = VenvBackup.take(request.venv)
     before_state = snapshot(request.venv)
     before = before_state.versions()

@@ -39,6 +39,10 @@ from safe_pip.launcher.scratch import remove_tree
 BACKUP_PREFIX = ".safe-pip-rollback-"
 _TRASH_PREFIX = ".safe-pip-trash-"
 _TREE = "venv"
+#: In a backup or trash directory: the name of the venv it belongs to.
+_FOR = "for"
+#: In a backup directory: written once the snapshot is whole.
+_COMPLETE = "complete"
 
 
 @record
@@ -57,6 +61,7 @@ class VenvBackup:
         directory = _private_sibling(venv, BACKUP_PREFIX)
         try:
             _clone_tree(venv, os.path.join(directory, _TREE))
+            _mark(directory, _COMPLETE, "")
         except BaseException as exc:
             remove_tree(directory)
             if isinstance(exc, OSError):
@@ -89,15 +94,63 @@ class VenvBackup:
         remove_tree(self.directory)
 
 
+def recover(venv: str) -> str | None:
+    """Finish what a killed install of ``venv`` left; call with the venv's lock held
+    (installer/venv_lock.py), so nothing found here belongs to a live run.
+
+    A whole snapshot means the install had started changing the venv: it is put back
+    (that install is undone).  A partial one means the kill came while it was being
+    taken, before any change: it is dropped.  Trash is a venv that a restore had moved
+    aside; once the venv is back, it is dropped.  Returns a sentence for the user when
+    something was undone, else None.
+    """
+    venv = os.path.abspath(venv)
+    parent, name = os.path.split(venv)
+    undone = None
+    try:
+        entries = sorted(os.scandir(parent), key=lambda e: e.name)
+    except OSError:
+        return None
+    for prefix in (BACKUP_PREFIX, _TRASH_PREFIX):
+        for entry in entries:
+            if not entry.name.startswith(prefix) or _owner_of(entry.path) != name:
+                continue
+            if prefix == BACKUP_PREFIX and os.path.exists(os.path.join(entry.path, _COMPLETE)):
+                VenvBackup(venv=venv, directory=entry.path).restore()
+                undone = (
+                    f"an earlier install into {venv} was killed half-way; the venv was put "
+                    "back as it was before it"
+                )
+            else:
+                remove_tree(entry.path)
+    return undone
+
+
+def _owner_of(directory: str) -> str | None:
+    try:
+        with open(os.path.join(directory, _FOR), encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mark(directory: str, name: str, text: str) -> None:
+    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def _private_sibling(path: str, prefix: str) -> str:
-    """A new mode-0700 directory beside ``path``: same filesystem, ours only."""
-    parent = os.path.dirname(path)
+    """A new mode-0700 directory beside ``path``: same filesystem, ours only, marked
+    with the name of the venv it is for (:func:`recover`)."""
+    parent, name = os.path.split(path)
     for _ in range(10):
         candidate = os.path.join(parent, prefix + os.urandom(6).hex())
         try:
             os.mkdir(candidate, 0o700)
         except FileExistsError:
             continue
+        _mark(candidate, _FOR, name)
         return candidate
     raise SafePipError(f"cannot create a private directory in {parent}")
 
