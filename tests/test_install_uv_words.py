@@ -511,3 +511,78 @@ def test_what_a_sigkill_left_is_undone_by_the_next_run(
     assert (site / "flagpkg.py").read_text() == "VERSION = '1.0'\n"
     assert {"flagpkg", "withdep", "flagdep"} <= set(versions(venv))
     assert not list(world.root.glob(".safe-pip-*"))
+
+
+FULL_DISK = """\
+import json, os, subprocess, sys
+config = json.load(open(sys.argv[1]))
+disk, argv_a, argv_b, out = config["disk"], config["first"], config["second"], config["out"]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", disk], check=True)
+os.chmod(disk, 0o777)
+user = ["unshare", "--user", "--map-user", config["uid"], "--map-group", config["gid"], "--"]
+first = subprocess.run(user + argv_a, capture_output=True, text=True)
+# Fill the disk: leave too little for the next install's files.
+try:
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        while True:
+            f.write(b"x" * 4096)
+            f.flush()
+except OSError:
+    pass
+filler = os.path.join(disk, "filler")
+if os.path.exists(filler):
+    os.truncate(filler, max(0, os.path.getsize(filler) - 8192))
+second = subprocess.run(user + argv_b, capture_output=True, text=True)
+check = subprocess.run(
+    [os.path.join(disk, "venv", "bin", "python"), "-c",
+     "import flagpkg, importlib.metadata as m; "
+     "print(flagpkg.VERSION, sorted(d.metadata['Name'] for d in m.distributions()))"],
+    capture_output=True, text=True)
+json.dump({"first": [first.returncode, first.stderr], "second": [second.returncode, second.stderr],
+           "venv": sorted(os.listdir(disk)), "check": [check.returncode, check.stdout,
+           check.stderr]}, open(out, "w"))
+"""
+
+
+def test_a_full_disk_leaves_the_venv_as_it_was(
+    world: World, words_index: LocalIndex, tmp_path: Path
+) -> None:
+    """The venv on a 16 MiB tmpfs of the test's own mount namespace: one install fits,
+    the disk is then filled, the next install runs out of space half-way -- and the
+    venv is the first one again, every module importing."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    disk.chmod(0o777)
+    venv = disk / "venv"
+    env_words = [f"{k}={v}" for k, v in world.env("namespace").items() if k != "VIRTUAL_ENV"]
+    common = ["env", "-i", *env_words, str(SAFE_PIP), "install", "-p", sys.executable,
+              "--venv", str(venv), "-i", words_index.url, "--no-cache"]  # fmt: skip
+    out = tmp_path / "full-disk.json"
+    config = tmp_path / "full-disk-config.json"
+    config.write_text(json.dumps({
+        "disk": str(disk), "first": [*common, "flagpkg==1.0"],
+        "second": [*common, "-U", "flagpkg", "withdep"], "out": str(out),
+        "uid": str(os.getuid()), "gid": str(os.getgid()),
+    }))  # fmt: skip
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "--", sys.executable, str(script),
+         str(config)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if done.returncode != 0 and "mount" in done.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a namespace of our own: {done.stderr[-200:]}")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["first"][0] == 0, report["first"][1]
+    assert report["second"][0] != 0, report["second"][1]
+    assert report["venv"] == ["filler", "venv"], "no snapshot, trash or half-made files left"
+    assert "Traceback" not in report["second"][1]
+    code, stdout, stderr = report["check"]
+    assert code == 0, stderr
+    assert stdout.strip() == "1.0 ['flagpkg']", stdout

@@ -39,8 +39,6 @@ from safe_pip.launcher.scratch import remove_tree
 BACKUP_PREFIX = ".safe-pip-rollback-"
 _TRASH_PREFIX = ".safe-pip-trash-"
 _TREE = "venv"
-#: In a backup or trash directory: the name of the venv it belongs to.
-_FOR = "for"
 #: In a backup directory: written once the snapshot is whole.
 _COMPLETE = "complete"
 
@@ -74,9 +72,10 @@ class VenvBackup:
 
         Two renames, so the venv path never holds a mix of old and new files: the
         current venv moves aside, the snapshot moves in, the old one is deleted.
+        Nothing is created on the way (a rename within one directory needs no free
+        space), so a full disk cannot stop it.
         """
-        trash = _private_sibling(self.venv, _TRASH_PREFIX)
-        moved = os.path.join(trash, _TREE)
+        moved = _sibling_name(self.venv, _TRASH_PREFIX)
         had_venv = os.path.lexists(self.venv)
         if had_venv:
             os.rename(self.venv, moved)
@@ -86,7 +85,8 @@ class VenvBackup:
             if had_venv:
                 os.rename(moved, self.venv)
             raise
-        remove_tree(trash)
+        if had_venv:
+            remove_tree(moved)
         remove_tree(self.directory)
 
     def discard(self) -> None:
@@ -98,10 +98,11 @@ def recover(venv: str) -> str | None:
     """Finish what a killed install of ``venv`` left; call with the venv's lock held
     (installer/venv_lock.py), so nothing found here belongs to a live run.
 
-    A whole snapshot means the install had started changing the venv: it is put back
-    (that install is undone).  A partial one means the kill came while it was being
-    taken, before any change: it is dropped.  Trash is a venv that a restore had moved
-    aside; once the venv is back, it is dropped.  Returns a sentence for the user when
+    Siblings carry a hash of the venv's name in theirs.  A whole snapshot means the
+    install had started changing the venv: it is put back (that install is undone).
+    A partial one means the kill came while it was being taken, before any change: it
+    is dropped.  Trash is a venv that a restore had moved aside; once the venv is
+    back, it is dropped.  Returns a sentence for the user when
     something was undone, else None.
     """
     venv = os.path.abspath(venv)
@@ -113,7 +114,7 @@ def recover(venv: str) -> str | None:
         return None
     for prefix in (BACKUP_PREFIX, _TRASH_PREFIX):
         for entry in entries:
-            if not entry.name.startswith(prefix) or _owner_of(entry.path) != name:
+            if not entry.name.startswith(prefix + _tag(name) + "-"):
                 continue
             if prefix == BACKUP_PREFIX and os.path.exists(os.path.join(entry.path, _COMPLETE)):
                 VenvBackup(venv=venv, directory=entry.path).restore()
@@ -126,12 +127,17 @@ def recover(venv: str) -> str | None:
     return undone
 
 
-def _owner_of(directory: str) -> str | None:
-    try:
-        with open(os.path.join(directory, _FOR), encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError):
-        return None
+def _tag(name: str) -> str:
+    """A short, file-name-safe stand-in for a venv's name in its siblings' names."""
+    import hashlib
+
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def _sibling_name(path: str, prefix: str) -> str:
+    """A fresh name beside ``path`` that says which venv it belongs to."""
+    parent, name = os.path.split(path)
+    return os.path.join(parent, f"{prefix}{_tag(name)}-{os.urandom(6).hex()}")
 
 
 def _mark(directory: str, name: str, text: str) -> None:
@@ -141,18 +147,16 @@ def _mark(directory: str, name: str, text: str) -> None:
 
 
 def _private_sibling(path: str, prefix: str) -> str:
-    """A new mode-0700 directory beside ``path``: same filesystem, ours only, marked
-    with the name of the venv it is for (:func:`recover`)."""
-    parent, name = os.path.split(path)
+    """A new mode-0700 directory beside ``path``: same filesystem, ours only, named
+    for the venv it belongs to (:func:`recover`)."""
     for _ in range(10):
-        candidate = os.path.join(parent, prefix + os.urandom(6).hex())
+        candidate = _sibling_name(path, prefix)
         try:
             os.mkdir(candidate, 0o700)
         except FileExistsError:
             continue
-        _mark(candidate, _FOR, name)
         return candidate
-    raise SafePipError(f"cannot create a private directory in {parent}")
+    raise SafePipError(f"cannot create a private directory in {os.path.dirname(path)}")
 
 
 def _clone_tree(source: str, target: str) -> None:
