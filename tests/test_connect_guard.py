@@ -136,7 +136,7 @@ def test_only_the_proxy_address_is_reachable() -> None:
         outcome = result()
     assert outcome == ["connected", "refused 13"]
     assert other.connections == 0
-    assert proxy.connections >= 1
+    settle(lambda: proxy.connections >= 1)  # the accept thread may lag under load
     assert refusals == [("127.0.0.2", proxy.port)]
 
 
