@@ -15,8 +15,9 @@ Every hop -- the first URL and each redirect -- must
 * keep the scheme of the first URL (no https -> http downgrade),
 * name a host the install's own allow list covers (the indexes, find-links hosts,
   ``--allow-host``), and
-* resolve to an address the proxy would use: a name leading to an internal address
-  is refused unless that address is allowed as an IP literal (proxy/rules.py).
+* resolve to an address the proxy would use (proxy/rules.py): a name leading to an
+  internal address is refused unless the address is allowed as an IP literal, or it
+  is a site-range address (private, a gateway's) of a host the install names exactly.
 
 A refused hop fails the install with one line naming the redirect.  (What is left:
 the name is resolved again when urllib connects, so a DNS answer that changes in

@@ -80,8 +80,9 @@ def probe_layers(*, userns: tuple[bool, str] | None = None) -> tuple[str, list[L
             "network-proxy",
             True,
             "network.allow: hosts filtered by safe-run's proxy (HTTP CONNECT, plain HTTP, "
-            "SOCKS5), names resolved outside the sandbox, internal addresses refused "
-            "unless allowed as IP literals",
+            "SOCKS5), names resolved outside the sandbox, internal addresses only where "
+            "named (an IP rule; a private or gateway address for a host listed exactly), "
+            "never loopback or link-local through a name",
         ),
         Layer(
             "process-lifetime",
