@@ -555,9 +555,9 @@ def _main() -> int:
         try:
             cli.main(standalone_mode=False)
         finally:
-            from safe_pip.launcher.scratch import sweep_stale
+            from safe_pip.launcher.scratch import sweep_if_due
 
-            sweep_stale()  # private directories of this user's killed runs
+            sweep_if_due()  # private directories of this user's killed runs
     except SystemExit as exc:
         if isinstance(exc.code, str):
             click.echo(exc.code, err=True)

@@ -24,8 +24,8 @@ _VENV_HELP = "The venv (default: $VIRTUAL_ENV, else the nearest .venv in this di
 
 def target_venv(venv: str | None, default: str | None = None) -> str:
     """``--venv``, else ``$VIRTUAL_ENV``, else the nearest ``.venv`` here or above,
-    else ``default``, else the project root's ``.venv`` (uv's rule; safe_pip/venvs.py)."""
-    from safe_pip.venvs import discover_venv, venv_to_create
+    else ``default``, else the project root's ``.venv`` (uv's rule; safe_pip/runner/target.py)."""
+    from safe_pip.runner.target import discover_venv, venv_to_create
 
     if venv:
         return os.path.abspath(venv)

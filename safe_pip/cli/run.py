@@ -164,9 +164,9 @@ def parse_args(argv: list[str]) -> RunOptions:
 
 def find_venv(opts: RunOptions, cwd: str, project_dir: str) -> str | None:
     """``--venv``, else ``$VIRTUAL_ENV``, else the nearest ``.venv`` in ``cwd`` or
-    above (uv's rule, shared with safe-pip: safe_pip/venvs.py)."""
+    above (uv's rule, shared with safe-pip: safe_pip/runner/target.py)."""
     from safe_pip.policy.model import pure_path
-    from safe_pip.venvs import discover_venv
+    from safe_pip.runner.target import discover_venv
 
     if opts.venv:
         venv = os.path.abspath(opts.venv)
@@ -297,9 +297,9 @@ def run(opts: RunOptions) -> int:
     finally:
         if not opts.explain:
             remove_tree(private_dir)  # we made it, we remove it: after any outcome
-            from safe_pip.launcher.scratch import sweep_stale
+            from safe_pip.launcher.scratch import sweep_if_due
 
-            sweep_stale()  # and those of runs that were killed (their lock is free)
+            sweep_if_due()  # and those of runs that were killed (their lock is free)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -389,7 +389,7 @@ def upstream_context(caller_env: Mapping[str, str]) -> ssl.SSLContext:
     It verifies as the caller's programs would: ``SSL_CERT_FILE``/``SSL_CERT_DIR``
     from the caller's environment when set, else OpenSSL's defaults (the system
     store); plus every other bundle a trust variable names (``REQUESTS_CA_BUNDLE``,
-    ``PIP_CERT`` ...; safe_pip/trust_store.py), since a program inside would have
+    ``PIP_CERT`` ...; safe_pip/sandbox/environment.py), since a program inside would have
     trusted those.  They are read
     from ``caller_env`` explicitly because the supervisor scrubs its own environment,
     so OpenSSL's getenv would not see them.  As in OpenSSL, a variable that is unset
@@ -407,7 +407,7 @@ def upstream_context(caller_env: Mapping[str, str]) -> ssl.SSLContext:
         if capath is None and paths.openssl_capath and os.path.isdir(paths.openssl_capath):
             capath = paths.openssl_capath
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile, capath=capath)
-    from safe_pip.trust_store import caller_trust
+    from safe_pip.sandbox.environment import caller_trust
 
     for extra in caller_trust(caller_env).ca_files:
         if extra != cafile:

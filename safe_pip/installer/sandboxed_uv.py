@@ -105,7 +105,7 @@ def run_in_build_sandbox(
 
     uv = find_uv()
     # The caller's TLS trust settings (SSL_CERT_FILE, UV_SYSTEM_CERTS ...) pass, their
-    # files readable: build_plan does that for every sandbox (safe_pip/trust_store.py).
+    # files readable: build_plan does that for every sandbox (safe_pip/sandbox/environment.py).
     cache = shared_cache or os.path.join(private_dir, "uv-cache")
     os.makedirs(cache, mode=0o700, exist_ok=True)
     overrides = CliOverrides(

@@ -67,7 +67,7 @@ def prepare_credentials(
             env[spec.env] = credential.phantom
         if spec.mode == "base-url" and spec.base_url and spec.base_url_env:
             env[spec.base_url_env] = route_url(port, spec.name, spec.base_url)
-    from safe_pip.trust_store import TRUST_VARIABLES, caller_trust
+    from safe_pip.sandbox.environment import TRUST_VARIABLES, caller_trust
 
     trust_env = {name: caller_env[name] for name in TRUST_VARIABLES if name in caller_env}
     tls_hosts = [host for c in armed if c.spec.mode == "tls" for host in c.spec.hosts]

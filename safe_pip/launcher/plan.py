@@ -14,9 +14,8 @@ import sys
 from safe_pip._records import record
 from safe_pip.policy.model import NetworkPolicy, Policy, is_within, pure_path
 from safe_pip.runner.target import Target, resolve_target
-from safe_pip.sandbox.environment import build_environment
+from safe_pip.sandbox.environment import TrustStore, build_environment, caller_trust
 from safe_pip.sandbox.fs_rules import FsGrants
-from safe_pip.trust_store import TrustStore, caller_trust
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
@@ -194,7 +193,10 @@ def build_grants(
         read.extend(pth_directories(venv, caller_env.get("HOME")))
     read.append("/proc")
     # The caller's CA bundles (their variables pass: build_plan).
-    read.extend((trust or caller_trust(caller_env, fs.deny)).reads)
+    # (Only those not already readable: every grant is a mount and a Landlock rule.)
+    for path in (trust or caller_trust(caller_env, fs.deny)).reads:
+        if not any(is_within(path, granted) for granted in read):
+            read.append(path)
     persistent = [path for path in fs.write if not is_within(path, private_dir)]
     protected: list[str] = []
     sealed: list[str] = []

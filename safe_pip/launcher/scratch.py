@@ -4,8 +4,9 @@ Whoever creates it removes it, after any outcome; the sandbox gets it as its HOM
 TMPDIR and may leave anything there, including directories it made unreadable.
 
 A run that is SIGKILLed removes nothing, so each directory carries an ``.owner`` file
-its creator holds an exclusive ``flock`` on for as long as it lives (the kernel drops
-it when the process dies, whatever killed it).  :func:`sweep_stale` -- run by the
+its creator holds a write lock on (``lockf``: a POSIX record lock, no module to
+import on the start-up path) for as long as it lives; the kernel drops it when the
+process dies, whatever killed it.  :func:`sweep_stale` -- run by the
 next safe-pip or safe-run of the same user, after its own work -- removes the
 directories whose lock it can take: only the user's own, only of dead owners, with
 no guessing from pids that may have been reused.
@@ -30,8 +31,6 @@ def _base() -> str:
 
 def make_private_dir() -> str:
     """``$TMPDIR/safe-run-XXXX`` with ``home/`` and ``tmp/``; cheaper than ``tempfile``."""
-    import fcntl
-
     base = _base()
     for _ in range(10):
         path = os.path.join(base, PREFIX + os.urandom(6).hex())
@@ -48,7 +47,7 @@ def make_private_dir() -> str:
             owner = os.open(
                 os.path.join(path, _OWNER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
-            fcntl.flock(owner, fcntl.LOCK_EX)
+            os.lockf(owner, os.F_LOCK, 0)
             _HELD[path] = owner
             os.mkdir(os.path.join(path, "home"), 0o700)
             os.mkdir(os.path.join(path, "tmp"), 0o700)
@@ -61,11 +60,38 @@ def make_private_dir() -> str:
     raise SafePipError(f"cannot create a private directory under {base}")
 
 
+#: Sweep at most this often (seconds): a temp dir holding thousands of entries costs
+#: milliseconds to scan, too much for every run.
+SWEEP_INTERVAL = 600
+
+
+def sweep_if_due(env: dict[str, str] | os._Environ[str] | None = None) -> int:
+    """:func:`sweep_stale`, unless this user swept in the last :data:`SWEEP_INTERVAL`
+    seconds (a stamp file's mtime in the user's state directory: one ``stat``)."""
+    import time
+
+    variables = os.environ if env is None else env
+    state = variables.get("XDG_STATE_HOME") or os.path.join(
+        variables.get("HOME") or os.path.expanduser("~"), ".local", "state"
+    )
+    stamp = os.path.join(state, "safe-pip", "last-sweep")
+    try:
+        if time.time() - os.stat(stamp).st_mtime < SWEEP_INTERVAL:
+            return 0
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
+        os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        os.utime(stamp)
+    except OSError:
+        pass
+    return sweep_stale()
+
+
 def sweep_stale(base: str | None = None) -> int:
     """Remove the private directories of this user's dead runs under ``base``
     (default: the temp dir); returns how many.  Never raises."""
-    import fcntl
-
     removed = 0
     uid = os.getuid()
     try:
@@ -81,13 +107,11 @@ def sweep_stale(base: str | None = None) -> int:
                 or entry.stat(follow_symlinks=False).st_uid != uid
             ):
                 continue
-            fd = os.open(
-                os.path.join(entry.path, _OWNER), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
+            fd = os.open(os.path.join(entry.path, _OWNER), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             continue  # no owner file: being created this instant, or not ours to judge
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.lockf(fd, os.F_TLOCK, 0)
         except OSError:
             os.close(fd)
             continue  # its owner lives

@@ -15,6 +15,7 @@ from safe_pip.policy.model import pure_path
 
 TYPE_CHECKING = False  # avoid importing typing at start-up
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Literal
 
     TargetKind = Literal["script", "module", "entry-point", "command"]
@@ -99,3 +100,47 @@ def resolve_target(
         f"to run a command use: safe-run -- {head}",
         EXIT_NOT_FOUND,
     )
+
+
+# --- which venv a command means (uv's rule; shared by safe-run and safe-pip) -----------
+#
+# ``safe-pip install`` from a project's subdirectory once made ``sub/.venv`` while uv
+# and ``safe-run`` used the project's ``.venv``.  Every command now follows ``uv pip``:
+# ``--venv``; ``$VIRTUAL_ENV`` when it names a venv; the nearest ``.venv`` (a
+# directory with a ``pyvenv.cfg``) here or above; and for a command that creates one,
+# the ``.venv`` of the nearest project root (a ``pyproject.toml``), else ``./.venv``.
+# (Here rather than in a module of their own: this module is already loaded on
+# safe-run's start-up path, and every module costs a few hundred microseconds there.)
+
+
+def is_venv(path: str) -> bool:
+    """Whether ``path`` is a virtual environment (it has a ``pyvenv.cfg``)."""
+    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
+
+
+def discover_venv(cwd: str, env: Mapping[str, str]) -> str | None:
+    """Steps 2 and 3 above: the venv in use, or None."""
+    active = env.get("VIRTUAL_ENV")
+    if active and is_venv(active):
+        return os.path.abspath(active)
+    directory = os.path.abspath(cwd)
+    while True:
+        candidate = os.path.join(directory, ".venv")
+        if is_venv(candidate):
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def venv_to_create(cwd: str) -> str:
+    """Step 4: where a new venv goes."""
+    directory = os.path.abspath(cwd)
+    while True:
+        if os.path.isfile(os.path.join(directory, "pyproject.toml")):
+            return os.path.join(directory, ".venv")
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return os.path.join(os.path.abspath(cwd), ".venv")
+        directory = parent
