@@ -138,38 +138,42 @@ def is_internal(ip: str) -> bool:
     """
     import ipaddress
 
-    try:
-        address: IPv4Address | IPv6Address = ipaddress.ip_address(ip)
-    except ValueError:
+    address = _unwrapped(ip)
+    if address is None:
         return True
     tables = _tables()
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address, tables.nat64)
-        if embedded is None:
-            if address not in tables.global_unicast:
-                return True
-            if any(address in network for network in tables.internal_v6):
-                return True
-            return not address.is_global
-        address = embedded
+        if address not in tables.global_unicast:
+            return True
+        if any(address in network for network in tables.internal_v6):
+            return True
+        return not address.is_global
     if any(address in network for network in tables.internal_v4):
         return True
     return not address.is_global or address.is_multicast
 
 
-def _site_range(ip: str) -> str | None:
-    """What to call ``ip`` if it lies in one of the site ranges (an IPv4 address
-    wrapped in IPv6 counts as itself), else None."""
+def _unwrapped(ip: str) -> IPv4Address | IPv6Address | None:
+    """``ip`` parsed, with an IPv4 address that IPv6 merely wraps (mapped, 6to4,
+    NAT64) taken out; None when it is not an address."""
     import ipaddress
 
     try:
         address: IPv4Address | IPv6Address = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    tables = _tables()
     if isinstance(address, ipaddress.IPv6Address):
-        address = _embedded_ipv4(address, tables.nat64) or address
-    for network, what in tables.site:
+        return _embedded_ipv4(address, _tables().nat64) or address
+    return address
+
+
+def _site_range(ip: str) -> str | None:
+    """What to call ``ip`` if it lies in one of the site ranges (an IPv4 address
+    wrapped in IPv6 counts as itself), else None."""
+    address = _unwrapped(ip)
+    if address is None:
+        return None
+    for network, what in _tables().site:
         if address.version == network.version and address in network:
             return what
     return None
