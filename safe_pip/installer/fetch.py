@@ -84,13 +84,7 @@ def _user_proxies(host: str) -> dict[str, str]:
     found = UpstreamProxy.from_environment(os.environ)
     if not isinstance(found, UpstreamProxy) or found.bypasses(host):
         return {}
-    name = next(
-        n for n in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "http_proxy",
-                    "HTTP_PROXY") if os.environ.get(n)
-    )  # fmt: skip
-    url = os.environ[name]
-    url = url if "://" in url else f"http://{url}"
-    return {"http": url, "https": url}
+    return {"http": found.url, "https": found.url}
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):

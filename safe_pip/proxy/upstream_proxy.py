@@ -53,6 +53,7 @@ class UpstreamProxy:
     port: int
     authorization: str | None  # the Proxy-Authorization value, from the URL's user:password
     no_proxy: tuple[str, ...]
+    url: str  # as configured, with ``http://`` added where it was left out
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> UpstreamProxy | str | None:
@@ -61,7 +62,8 @@ class UpstreamProxy:
         if name is None:
             return None
         url = env[name]
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        url = url if "://" in url else f"http://{url}"
+        parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             scheme = parts.scheme or "?"
             return f"{name} is a {scheme}:// proxy; only http:// proxies are used"
@@ -75,7 +77,7 @@ class UpstreamProxy:
             authorization = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         raw = env.get("no_proxy") or env.get("NO_PROXY") or ""
         entries = tuple(e.strip().lower() for e in raw.split(",") if e.strip())
-        return cls(parts.hostname, port, authorization, entries)
+        return cls(parts.hostname, port, authorization, entries, url)
 
     def bypasses(self, host: str) -> bool:
         """Whether ``NO_PROXY`` sends ``host`` direct: ``*``, the name itself, a
