@@ -43,10 +43,13 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular_file(path: str, limit: int = TOML_LIMIT) -> bytes:
+def read_regular_file(path: str, limit: int = TOML_LIMIT, *, follow_links: bool = True) -> bytes:
     """The contents of ``path``; :class:`UnreadableInput` when it is not a regular
-    file or is larger than ``limit`` bytes (FileNotFoundError passes through)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    file or is larger than ``limit`` bytes (FileNotFoundError passes through).
+    ``follow_links=False`` for a file a sandbox wrote: a symlink there is refused
+    (ELOOP), never followed."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -92,14 +92,7 @@ def _take_lock(source: str, target: str) -> None:
     """Copy the sandbox's ``uv.lock`` over the project's, checked, atomically."""
     import tempfile
 
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SafePipError(f"uv lock left no usable {LOCK} ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(_MAX_LOCK + 1)
-    if len(data) > _MAX_LOCK:
-        raise SafePipError(f"the {LOCK} uv wrote is over {_MAX_LOCK >> 20} MiB; not taken")
+    data = _read_written(source, _MAX_LOCK, f"the {LOCK} uv wrote")
     parsed = _parse_toml(data)
     if not isinstance(parsed.get("version"), int) or not isinstance(
         parsed.get("package", []), list
@@ -133,8 +126,9 @@ def locked_versions(project_dir: str) -> dict[str, str]:
     """Normalised name → version of every package in the project's ``uv.lock``."""
     from packaging.utils import canonicalize_name
 
-    with open(os.path.join(project_dir, LOCK), "rb") as handle:
-        parsed = _parse_toml(handle.read(_MAX_LOCK))
+    from safe_pip.bounded import read_regular_file
+
+    parsed = _parse_toml(read_regular_file(os.path.join(project_dir, LOCK), _MAX_LOCK))
     found: dict[str, str] = {}
     packages = parsed.get("package")
     for entry in packages if isinstance(packages, list) else []:
@@ -207,7 +201,9 @@ def edit_dependencies(
         original = os.path.join(project_dir, "pyproject.toml")
         with open(original, "rb") as handle:
             before = handle.read()
-        after = _read_regular(os.path.join(copy, "pyproject.toml"))
+        after = _read_written(
+            os.path.join(copy, "pyproject.toml"), _MAX_LOCK, "uv's pyproject.toml"
+        )
         where = (
             ("dependency-groups", group or "dev")
             if dev or group
@@ -223,10 +219,14 @@ def edit_dependencies(
         remove_tree(private_dir)
 
 
-def _read_regular(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(_MAX_LOCK)
+def _read_written(path: str, limit: int, what: str) -> bytes:
+    """A file the sandbox wrote: a regular file (no link followed) within ``limit``."""
+    from safe_pip.bounded import read_regular_file
+
+    try:
+        return read_regular_file(path, limit, follow_links=False)
+    except OSError as exc:
+        raise SafePipError(f"{what} is not usable ({exc.strerror or exc}); not taken") from None
 
 
 def _dig(data: dict[str, object], path: Sequence[str]) -> object:
