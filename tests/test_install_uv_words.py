@@ -308,20 +308,16 @@ def test_a_cooldown_in_the_users_config_is_the_default(tmp_path: Path) -> None:
     assert default_exclude_newer(str(project), env) == "2024-01-01"
 
 
-def test_ctrl_c_during_a_build_says_interrupted_and_exits_130(
-    world: World, mode: str, words_index: LocalIndex
-) -> None:
-    import signal
+def start_slow_build(
+    argv: list[str], world: World, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
+    """Start an install of ``slow-probe`` (with ``-v``) in a session of its own and
+    return once its build has begun: (the process, its stderr so far)."""
     import time
 
-    venv = world.root / "venv"
-    env = world.env(mode)
-    env.pop("VIRTUAL_ENV", None)
     process = subprocess.Popen(
-        [str(SAFE_PIP), "install", "-v", "-p", sys.executable, "--venv", str(venv), "-i",
-         words_index.url, "slow-probe"],
-        cwd=world.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        argv, cwd=world.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
     )  # fmt: skip
     assert process.stderr is not None
     seen = ""
@@ -331,7 +327,25 @@ def test_ctrl_c_during_a_build_says_interrupted_and_exits_130(
         if not line:
             break
         seen += line
+    if "SLOW BUILD STARTED" not in seen:
+        process.kill()
     assert "SLOW BUILD STARTED" in seen, seen
+    return process, seen
+
+
+def test_ctrl_c_during_a_build_says_interrupted_and_exits_130(
+    world: World, mode: str, words_index: LocalIndex
+) -> None:
+    import signal
+
+    venv = world.root / "venv"
+    env = world.env(mode)
+    env.pop("VIRTUAL_ENV", None)
+    process, seen = start_slow_build(
+        [str(SAFE_PIP), "install", "-v", "-p", sys.executable, "--venv", str(venv), "-i",
+         words_index.url, "slow-probe"],
+        world, env,
+    )  # fmt: skip
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C at a terminal does
     try:
         rest = process.communicate(timeout=60)[1]
@@ -396,27 +410,14 @@ def test_one_run_at_a_time_per_venv(world: World, mode: str, words_index: LocalI
     whom), or with --no-wait stops at once; when the first ends, the second runs and
     reports only its own packages."""
     import signal
-    import time
 
     venv = world.root / "venv"
     env = world.env(mode)
     env.pop("VIRTUAL_ENV", None)
     base = [str(SAFE_PIP), "install", "-p", sys.executable, "--venv", str(venv), "-i",
             words_index.url]  # fmt: skip
-    first = subprocess.Popen(
-        [*base, "-v", "slow-probe"], cwd=world.project, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    assert first.stderr is not None
-    seen = ""
-    deadline = time.monotonic() + 120
-    while "SLOW BUILD STARTED" not in seen and time.monotonic() < deadline:
-        line = first.stderr.readline()
-        if not line:
-            break
-        seen += line
+    first, _seen = start_slow_build([*base, "-v", "slow-probe"], world, env)
     try:
-        assert "SLOW BUILD STARTED" in seen, seen
         refused = run(world, mode, *base[2:], "--no-wait", "flagpkg")
         assert refused.returncode == 125, refused.stderr
         assert f"is being changed by another safe-pip (pid {first.pid})" in refused.stderr
