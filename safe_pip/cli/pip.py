@@ -16,6 +16,7 @@ from safe_pip.cli.pip_venv import target_venv
 from safe_pip.cli.uv_words import (
     UvCommand,
     choices_from,
+    no_wait_option,
     repeatable_path,
     uv_install_options,
     uv_shared_options,
@@ -227,11 +228,7 @@ def _build_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--allow-degraded", is_flag=True, help="Run even if a sandbox layer is missing."
         ),
         click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
-        click.option(
-            "--no-wait",
-            is_flag=True,
-            help="Fail at once if another safe-pip is changing the venv (default: wait).",
-        ),
+        no_wait_option,
         click.option(
             "--learn",
             is_flag=True,

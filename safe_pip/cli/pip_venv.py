@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from safe_pip.cli.uv_words import UvCommand, repeatable_path
+from safe_pip.cli.uv_words import UvCommand, no_wait_option, repeatable_path
 from safe_pip.errors import SafePipError
 
 _VENV_HELP = "The venv (default: $VIRTUAL_ENV, else the nearest .venv in this directory or above)."
@@ -124,11 +124,7 @@ def list_command(venv: str | None, as_json: bool, output_format: str) -> None:
     "-y", "--yes", is_flag=True, help="Accepted for pip's sake: uninstall never asks anyway."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
-@click.option(
-    "--no-wait",
-    is_flag=True,
-    help="Fail at once if another safe-pip is changing the venv (default: wait).",
-)
+@no_wait_option
 def uninstall_command(
     packages: tuple[str, ...],
     requirement_files: tuple[str, ...],

@@ -22,10 +22,19 @@ if TYPE_CHECKING:
 __all__ = [
     "UvCommand",
     "choices_from",
+    "no_wait_option",
     "repeatable_path",
     "uv_install_options",
     "uv_shared_options",
 ]
+
+
+#: ``--no-wait``, for every command that takes the venv's lock (installer/venv_lock.py).
+no_wait_option = click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail at once if another safe-pip is changing the venv (default: wait).",
+)
 
 
 def repeatable_path(
