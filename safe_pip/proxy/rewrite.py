@@ -21,6 +21,8 @@ __all__ = ["Chain", "HeadCloser", "Refused", "StreamRewriter"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from safe_pip.proxy.scrub import ResponseScrubber
 
 
@@ -40,7 +42,9 @@ class StreamRewriter:
     """
 
     def __init__(
-        self, replacements: dict[bytes, bytes | None], labels: dict[bytes, str] | None = None
+        self,
+        replacements: Mapping[bytes, bytes | None],
+        labels: Mapping[bytes, str] | None = None,
     ) -> None:
         self._replacements = {k: v for k, v in replacements.items() if k}
         self._labels = labels or {}

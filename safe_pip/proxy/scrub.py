@@ -39,7 +39,7 @@ import base64
 import zlib
 from urllib.parse import quote
 
-from safe_pip.proxy.rewrite import Refused
+from safe_pip.proxy.rewrite import Refused, StreamRewriter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -106,38 +106,6 @@ def echo_patterns(pairs: Iterable[tuple[str, str]]) -> dict[bytes, bytes]:
     return patterns
 
 
-class _Scrubber:
-    """Replace same-length patterns in a stream, holding back a tail that could still
-    begin one (only that: event streams keep flowing)."""
-
-    def __init__(self, patterns: dict[bytes, bytes]) -> None:
-        self._patterns = patterns
-        self._longest = max(map(len, patterns), default=0)
-        self._held = b""
-
-    def feed(self, data: bytes) -> bytes:
-        if not self._patterns:
-            return data
-        buffer = self._held + data
-        for pattern, replacement in self._patterns.items():
-            if pattern in buffer:
-                buffer = buffer.replace(pattern, replacement)
-        keep = self._partial_tail(buffer)
-        self._held = buffer[len(buffer) - keep :] if keep else b""
-        return buffer[: len(buffer) - keep]
-
-    def flush(self) -> bytes:
-        held, self._held = self._held, b""
-        return held
-
-    def _partial_tail(self, buffer: bytes) -> int:
-        for size in range(min(self._longest - 1, len(buffer)), 0, -1):
-            tail = buffer[-size:]
-            if any(pattern.startswith(tail) for pattern in self._patterns):
-                return size
-        return 0
-
-
 class ResponseScrubber:
     """One response stream (a credential route carries one request per connection):
     its head scrubbed whole, its body scrubbed as one stream out of its framing."""
@@ -152,7 +120,7 @@ class ResponseScrubber:
         self._frame = b""  # chunked: a size or CRLF line being read
         self._chunked_out = False
         self._decoder: zlib._Decompress | None = None
-        self._body = _Scrubber(patterns)
+        self._body = StreamRewriter(patterns)  # same-length patterns, tail held back
         #: Whether no byte of this response has gone to the client yet (so a refusal
         #: can still be answered with an error response).
         self.nothing_sent = True
