@@ -370,7 +370,15 @@ def _start_broker(
         channel.close()
     if listener is None:
         return
-    _thread.start_new_thread(_serve_broker, (plan, mode, listener, events_fd, proxy_port))
+    # The kill switch's signal must reach the main thread, which waits in os.wait():
+    # a process-directed signal the kernel hands to the broker thread instead leaves
+    # that wait uninterrupted, and the handler would not run until a child exits
+    # (seen: a daemon outlived a SIGKILLed safe-run).  New threads inherit the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {_ORPHAN_SIGNAL})
+    try:
+        _thread.start_new_thread(_serve_broker, (plan, mode, listener, events_fd, proxy_port))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {_ORPHAN_SIGNAL})
 
 
 def _serve_broker(
