@@ -467,6 +467,18 @@ def test_an_install_stopped_at_any_point_leaves_the_venv_as_before_or_after(
     env.pop("VIRTUAL_ENV", None)
     rng = random.Random(18)
     outcomes = set()
+    # One round stopped for certain before anything changed (during a build): the
+    # random rounds below may all land after the install on a fast machine.
+    early, _seen = start_slow_build(
+        [str(SAFE_PIP), "install", *base, "-v", "-U", "flagpkg", "withdep", "slow-probe"],
+        world, env,
+    )  # fmt: skip
+    early.send_signal(signal.SIGTERM)
+    early_err = early.communicate(timeout=120)[1]
+    assert early.returncode == 130 and "interrupted" in early_err, early_err
+    assert versions(venv) == before and _state(venv)[1]
+    assert not list(world.root.glob(".safe-pip-*"))
+    outcomes.add("before")
     for _ in range(int(os.environ.get("SAFE_PIP_FAULT_ROUNDS", "8"))):
         strict = ["--strict"] if rng.random() < 0.3 else []
         process = subprocess.Popen(
