@@ -111,6 +111,11 @@ def shared_cache(world: World) -> Path:
     return xdg_cache(world) / "safe-pip" / "uv"
 
 
+def built_wheels(world: World) -> Path:
+    """safe-pip's cache of checked builds (``safe_pip.installer.built_wheels``)."""
+    return xdg_cache(world) / "safe-pip" / "built-wheels" / "v1"
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     world = make_world(tmp_path)
@@ -379,7 +384,8 @@ class Scenario:
             "daemon": f"written: {daemon}" if daemon else None,
             "heartbeat": f"{beats} index requests after the install" if beats > 0 else None,
             "uv_cache": poisoned(user_uv_cache(world), home_uv_cache(world)),
-            "shared_cache": poisoned(xdg_cache(world)),
+            "shared_cache": poisoned(shared_cache(world)),
+            "built_wheels": poisoned(built_wheels(world)),
             "venv_activate": f"bin/activate is now {activate[-200:]!r}"
             if activate != self.activate_before
             else None,
@@ -395,6 +401,7 @@ def scenario(world: World, index: LocalIndex) -> Iterator[Scenario]:
     # safe-pip's shared cache exists, as after an earlier safe-pip install (so that a
     # write into it could succeed; the plain half shows it does).
     shared_cache(world).mkdir(parents=True, mode=0o700)
+    built_wheels(world).mkdir(parents=True, mode=0o700)
     daemon = world.root / "daemon-evidence"
     written = {
         "write_project": world.project / f"pwned-{marker}.txt",
@@ -419,6 +426,9 @@ def scenario(world: World, index: LocalIndex) -> Iterator[Scenario]:
         )
         attacks["shared_cache"] = render_attack(
             ATTACKS["uv_cache"], cache_dir=shared_cache(world), marker=marker
+        )
+        attacks["built_wheels"] = render_attack(
+            ATTACKS["uv_cache"], cache_dir=built_wheels(world), marker=marker
         )
         attacks["http_proxy"] = render_attack(ATTACK_HTTP_PROXY, url=origin.url("/"), marker=marker)
         attacks["connect_proxy"] = render_attack(ATTACK_CONNECT_PROXY, port=tcp.port, marker=marker)

@@ -209,10 +209,18 @@ def test_wheels_are_preferred_and_sdists_are_built_when_asked_for(
         fresh = world.root / "fresh"
         nobuild = safe_pip(
             world, "namespace", "--venv", str(fresh), "-i", versions_index.url,
-            "--no-build", "twoway==2.0",
+            "--no-build", "--no-cache", "twoway==2.0",
         )  # fmt: skip
         assert nobuild.returncode != 0
         assert "--no-build" in nobuild.stderr and "twoway" in nobuild.stderr
+        # With the cache, the checked wheel of the earlier build is a wheel like any
+        # other: --no-build installs it, and no build code runs.
+        cached = safe_pip(
+            world, "namespace", "--venv", str(fresh), "-i", versions_index.url,
+            "--no-build", "twoway==2.0",
+        )  # fmt: skip
+        assert cached.returncode == 0, cached.stderr
+        assert outcome(cached)["built"] == [] and outcome(cached)["installed"] == ["twoway==2.0"]
 
 
 PTH_POISON = (
@@ -398,21 +406,49 @@ def test_refused_host_is_named_with_the_flag_that_allows_it(
 POISON = "def main():\n    print('POISONED')\n"
 
 
+def _installed_module(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages/benign_wheel/__init__.py"))
+
+
 def _overwrite_installed_module(venv: Path) -> None:
-    """What any code allowed to write this venv (e.g. under safe-run with the project
-    writable) can do: rewrite an installed file in place."""
-    module = next((venv / "lib").glob("python3*/site-packages/benign_wheel/__init__.py"))
-    with open(module, "r+", encoding="utf-8") as handle:
+    """What any code allowed to write this venv can do: rewrite an installed file in
+    place (``open(..., "r+")``: the same inode, so a hard link's other names too)."""
+    with open(_installed_module(venv), "r+", encoding="utf-8") as handle:
         handle.truncate(0)
         handle.write(POISON)
 
 
-def test_writing_one_venv_cannot_poison_the_next_install(
-    world: World, mode: str, index: LocalIndex
+#: The attack from inside safe-run: prints WROTE, or REFUSED and the error.
+OVERWRITE_FROM_SANDBOX = """import sys
+try:
+    with open(sys.argv[1], "r+", encoding="utf-8") as handle:
+        handle.truncate(0)
+        handle.write({poison!r})
+    print("WROTE")
+except OSError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def _grant_write(world: World, path: Path) -> None:
+    """The project's policy names ``path`` for writing (approved, as by the user)."""
+    (world.project / "pyproject.toml").write_text(
+        '[project]\nname = "victim"\nversion = "0"\n\n'
+        f"[tool.safe-run.filesystem]\nwrite = [{str(path)!r}]\n"
+    )
+    world.approve()
+
+
+def _cache_inodes(world: World) -> set[int]:
+    return {p.stat().st_ino for p in shared_cache(world).rglob("*") if p.is_file()}
+
+
+def test_plain_uv_lets_a_write_to_one_venv_poison_the_next_install(
+    world: World, index: LocalIndex
 ) -> None:
-    """uv hard-links venv files to its cache by default on Linux, so a write to an
-    installed file rewrites the cache.  Plain uv: the next venv gets the poison.
-    safe-pip: venv files are never links to the shared cache."""
+    """The attack safe-pip's link design answers: uv hard-links venv files to its
+    cache by default on Linux, so an in-place write to one installed file rewrites
+    the cache and the next venv gets the poison."""
     env = {**world.env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(world.root / "uv-cache")}
     plain_a, plain_b = world.root / "plain-a", world.root / "plain-b"
     for venv in (plain_a, plain_b):
@@ -423,14 +459,170 @@ def test_writing_one_venv_cannot_poison_the_next_install(
     subprocess.run([*install, "--python", str(plain_b / "bin" / "python")], env=env, check=True)
     assert "POISONED" in run_script(plain_b, "benign-hello"), "the attack does not work plainly"
 
-    venv_a, venv_b = world.root / "venv-a", world.root / "venv-b"
-    first = safe_pip(world, mode, "--venv", str(venv_a), "-i", index.url, BENIGN_WHEEL)
+
+@pytest.mark.parametrize("where", ["named", "deep"])
+def test_a_linked_venv_stays_read_only_under_safe_run(
+    world: World, mode: str, index: LocalIndex, where: str
+) -> None:
+    """safe-pip links venv files to its shared cache (uv's speed), and safe-run never
+    lets a sandbox write such a venv, even when the policy names it for writing
+    ("named") or grants a folder far above it ("deep": only safe-pip's registry of
+    linked venvs finds it there).  The control: the same policy over a venv
+    installed with ``--link-mode copy`` does let the write through, and the next
+    install is clean either way."""
+    grant = world.root / "deep"
+    parent = grant / "a" / "b" if where == "deep" else world.root
+    linked, copied = parent / "venv-linked", parent / "venv-copied"
+    first = safe_pip(world, mode, "--venv", str(linked), "-i", index.url, BENIGN_WHEEL)
     assert first.returncode == 0, first.stderr
-    assert outcome(first)["shared_cache"] is True
-    _overwrite_installed_module(venv_a)
-    second = safe_pip(world, mode, "--venv", str(venv_b), "-i", index.url, BENIGN_WHEEL)
+    module = _installed_module(linked)
+    assert module.stat().st_ino in _cache_inodes(world), "the venv's file is not the cache's"
+    before = module.read_text()
+
+    script = world.write_script(OVERWRITE_FROM_SANDBOX.format(poison=POISON), "overwrite.py")
+    _grant_write(world, grant if where == "deep" else linked)
+    attack = world.run_safe(mode, str(script), str(module))
+    assert attack.returncode == 0, attack.stderr
+    assert attack.stdout.startswith("REFUSED"), attack.stdout + attack.stderr
+    assert module.read_text() == before
+    if where == "named":
+        assert f"safe-run: {linked} stays read-only" in attack.stderr, attack.stderr
+
+    fresh = world.root / "venv-fresh"
+    second = safe_pip(world, mode, "--venv", str(fresh), "-i", index.url, BENIGN_WHEEL)
     assert second.returncode == 0, second.stderr
-    assert run_script(venv_b, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
+    assert run_script(fresh, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
+
+    # The control: a venv of copies is writable under the same kind of grant.
+    third = safe_pip(
+        world, mode, "--venv", str(copied), "--link-mode", "copy", "-i", index.url, BENIGN_WHEEL
+    )
+    assert third.returncode == 0, third.stderr
+    assert (copied / "safe-pip.cfg").read_text().splitlines()[-1] == "link-mode = copy"
+    copied_module = _installed_module(copied)
+    assert copied_module.stat().st_ino not in _cache_inodes(world)
+    _grant_write(world, grant if where == "deep" else copied)
+    control = world.run_safe(mode, str(script), str(copied_module))
+    assert control.stdout.startswith("WROTE"), control.stdout + control.stderr
+    assert "POISONED" in copied_module.read_text()
+    later = world.root / "venv-later"
+    fourth = safe_pip(world, mode, "--venv", str(later), "-i", index.url, BENIGN_WHEEL)
+    assert fourth.returncode == 0, fourth.stderr
+    assert run_script(later, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
+
+
+def test_turning_a_linked_venv_into_copies_breaks_every_link(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """``--link-mode copy`` on a venv an earlier install linked: afterwards none of
+    its files is one of the cache's, the packages of the earlier install included."""
+    venv = world.root / "venv"
+    first = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_WHEEL)
+    assert first.returncode == 0, first.stderr
+    assert _installed_module(venv).stat().st_ino in _cache_inodes(world)
+    second = safe_pip(
+        world, mode, "--venv", str(venv), "--link-mode", "copy", "-i", index.url, BENIGN_SDIST
+    )
+    assert second.returncode == 0, second.stderr
+    shared = _cache_inodes(world)
+    linked = [p for p in venv.rglob("*") if p.is_file() and p.stat().st_ino in shared]
+    assert not linked, linked
+    assert run_script(venv, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
+    # The venv remembers: a later install without the flag copies too.
+    third = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, "--reinstall", BENIGN_WHEEL)
+    assert third.returncode == 0, third.stderr
+    assert _installed_module(venv).stat().st_ino not in _cache_inodes(world)
+
+
+# --- the cache of built wheels ------------------------------------------------------------
+
+
+def _sdist_with_greeting(index: LocalIndex, name: str, greeting: str) -> None:
+    """``name`` 0.3 as an sdist only, printing ``greeting`` (replaces an older file)."""
+    module = name.replace("-", "_")
+    write_sdist(
+        index.directory,
+        name,
+        "0.3",
+        {
+            "pyproject.toml": SETUPTOOLS_PYPROJECT.format(
+                name=name, version="0.3", dependencies="[]", module=module
+            ),
+            f"src/{module}/__init__.py": f"def main():\n    print({greeting!r})\n",
+        },
+    )
+
+
+def test_an_sdist_is_built_once_and_its_wheel_reused(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """The second install of the same sdist runs no build: the checked wheel comes
+    from safe-pip's cache of builds (by name and version before resolving, by the
+    sdist's sha256 when something forces a build, e.g. ``--no-binary``); an sdist the
+    index replaced is built again."""
+    name = f"built-once-{secrets.token_hex(3)}"
+    _sdist_with_greeting(index, name, "first build")
+    runs = [world.root / f"venv-{n}" for n in range(4)]
+    first = safe_pip(world, mode, "--venv", str(runs[0]), "-i", index.url, name)
+    assert first.returncode == 0, first.stderr
+    assert outcome(first)["built"] == [f"{name}==0.3"]
+
+    second = safe_pip(world, mode, "--venv", str(runs[1]), "-i", index.url, name)
+    assert second.returncode == 0, second.stderr
+    assert outcome(second)["built"] == [] and outcome(second)["route"] == "wheels-only"
+    assert run_script(runs[1], f"{name}-hi").strip() == "first build"
+
+    third = safe_pip(
+        world, mode, "--venv", str(runs[2]), "--no-binary", name, "-i", index.url, name
+    )
+    assert third.returncode == 0, third.stderr
+    assert outcome(third)["built"] == []
+    assert outcome(third)["reused_builds"] == [f"{name}==0.3"]
+
+    _sdist_with_greeting(index, name, "second build")  # same file name, other bytes
+    fourth = safe_pip(
+        world, mode, "--venv", str(runs[3]), "--no-binary", name, "-i", index.url, name
+    )
+    assert fourth.returncode == 0, fourth.stderr
+    assert outcome(fourth)["built"] == [f"{name}==0.3"]
+    assert run_script(runs[3], f"{name}-hi").strip() == "second build"
+
+
+def test_a_cached_build_that_would_overwrite_anothers_files_is_not_offered(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """A build is checked against the venv it goes into: a cached wheel that would
+    overwrite files of a distribution installed in this venv is built and checked
+    again rather than installed from the cache."""
+    name = f"squatter-{secrets.token_hex(3)}"
+    module = name.replace("-", "_")
+    write_sdist(
+        index.directory,
+        name,
+        "0.3",
+        {
+            "pyproject.toml": SETUPTOOLS_PYPROJECT.format(
+                name=name, version="0.3", dependencies="[]", module=module
+            ).replace(
+                "[project.scripts]",
+                '[tool.setuptools]\npackages = ["'
+                + module
+                + '", "benign_wheel"]\npackage-dir = {"" = "src"}\n\n[project.scripts]',
+            ),
+            f"src/{module}/__init__.py": "def main():\n    print('hi')\n",
+            "src/benign_wheel/__init__.py": POISON,
+        },
+    )
+    clean = world.root / "clean"
+    first = safe_pip(world, mode, "--venv", str(clean), "-i", index.url, name)
+    assert first.returncode == 0, first.stderr  # nothing to overwrite there
+    victim = world.root / "victim"
+    installed = safe_pip(world, mode, "--venv", str(victim), "-i", index.url, BENIGN_WHEEL)
+    assert installed.returncode == 0, installed.stderr
+    second = safe_pip(world, mode, "--venv", str(victim), "-i", index.url, name)
+    assert second.returncode != 0
+    assert "would overwrite files it does not own" in second.stderr, second.stderr
+    assert run_script(victim, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
 
 
 def test_a_uv_init_project_installs_editable_with_uvs_own_backend(

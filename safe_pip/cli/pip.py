@@ -182,6 +182,7 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool, quiet: boo
                     "installed": outcome.installed,
                     "removed": outcome.removed,
                     "built": outcome.built,
+                    "reused_builds": outcome.reused_builds,
                     "route": outcome.route,
                     "shared_cache": outcome.shared_cache,
                     "created_venv": outcome.created_venv,
@@ -204,6 +205,8 @@ def report_outcome(outcome: InstallOutcome, venv: str, as_json: bool, quiet: boo
         pass
     elif outcome.problem is None:
         built = f" ({len(outcome.built)} built from source in sandboxes)" if outcome.built else ""
+        if outcome.reused_builds:
+            built += f" ({len(outcome.reused_builds)} from earlier builds)"
         click.echo(f"installed {len(outcome.installed)} packages into {venv}{built}")
     if outcome.problem is not None:
         click.echo(f"safe-pip: {printable(outcome.problem)}", err=True)

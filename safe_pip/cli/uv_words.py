@@ -128,6 +128,14 @@ _SHARED = [
         metavar="KEY=VALUE",
         help="Settings to pass to the PEP 517 build backend, as KEY=VALUE pairs.",
     ),
+    click.option(
+        "--link-mode",
+        type=click.Choice(["hardlink", "copy", "clone"]),
+        envvar="UV_LINK_MODE",
+        help="How files land in the venv: hardlink (the default; the venv is then "
+        "read-only under safe-run), copy (the venv may be made writable), clone "
+        "(reflinks, where the filesystem has them) [env: UV_LINK_MODE=].",
+    ),
 ]
 
 _INSTALL_ONLY = [
@@ -270,4 +278,5 @@ def choices_from(values: dict[str, object], default_exclude_newer: str | None = 
         offline=bool(take("offline", False)),
         no_cache=bool(take("no_cache", False)),
         dry_run=bool(take("dry_run", False)),
+        link_mode=take("link_mode"),  # type: ignore[arg-type]
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -34,6 +35,7 @@ from safe_pip.installer.sandboxed_uv import index_arguments, run_uv_sandboxed
 from safe_pip.installer.uv_binary import find_uv
 from safe_pip.installer.uv_options import UvChoices
 from safe_pip.launcher.scratch import make_private_dir, remove_tree
+from safe_pip.policy.model import is_within
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,6 +96,8 @@ class InstallOutcome:
     installed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     built: list[str] = field(default_factory=list)
+    #: Packages whose earlier build came from safe-pip's built-wheel cache instead.
+    reused_builds: list[str] = field(default_factory=list)
     findings: list[dict[str, object]] = field(default_factory=list)
     finding_lines: list[str] = field(default_factory=list)
     wrapped: list[str] = field(default_factory=list)
@@ -222,17 +226,95 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
     # gets a cache that later installs read.
     shared = None if startup_code(request.venv) or request.uv.no_cache else shared_cache_dir()
     outcome.shared_cache = shared is not None
+    link = _choose_link_mode(request, shared)
     work = make_private_dir()  # trusted scratch: requirements, the lock, wheels
     try:
-        if not request.editables and not request.local_sources:
-            if _wheels_only(request, work, shared, outcome):
+        offer = _built_offer(request, shared, work)
+        # --no-binary asks for a build (and uv refuses it beside --no-build).
+        if not request.editables and not request.local_sources and not request.uv.no_binary:
+            if _wheels_only(request, work, shared, link, offer, outcome):
+                _after_install(request, link)
                 return
             if outcome.problem is not None:
                 return
         outcome.route = "staged"
-        _staged(request, work, shared, outcome)
+        _staged(request, work, shared, link, offer, outcome)
+        if outcome.problem is None:
+            _after_install(request, link)
     finally:
         remove_tree(work)
+
+
+def _build_settings(request: InstallRequest) -> str | None:
+    """This install's folder of the built-wheel cache (installer/built_wheels.py)."""
+    from safe_pip.installer.built_wheels import settings_folder
+
+    return settings_folder(
+        request.index_urls, request.find_links, request.uv.build_flags(), create=True
+    )
+
+
+def _built_offer(request: InstallRequest, shared: str | None, work: str) -> str | None:
+    """The built-wheel cache's folder for this install as a find-links location, when
+    the install uses the shared cache (a private-cache install builds afresh).
+
+    A cached wheel that would overwrite files of another distribution in this venv
+    (the check every build gets before it is installed) is left out: then the offer
+    is a private folder of links to the others."""
+    from safe_pip.installer.collisions import foreign_files
+
+    if shared is None:
+        return None
+    folder = _build_settings(request)
+    if folder is None:
+        return None
+    wheels = sorted(n for n in os.listdir(folder) if n.endswith(".whl") and not n.startswith("."))
+    if not wheels:
+        return None
+    clean = [n for n in wheels if not foreign_files(os.path.join(folder, n), request.venv)]
+    if len(clean) == len(wheels):
+        return folder
+    private = os.path.join(work, "built-offer")
+    os.mkdir(private)
+    for name in clean:
+        _link_or_copy(os.path.join(folder, name), os.path.join(private, name))
+    return private if clean else None
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _choose_link_mode(request: InstallRequest, shared: str | None) -> str | None:
+    """Hard links to the shared cache unless the venv must be writable (installer/
+    link_mode.py); nothing to choose for a dry run, which writes no venv."""
+    if request.uv.dry_run:
+        return None
+    from safe_pip.installer.link_mode import choose
+    from safe_pip.policy.trust import state_root
+
+    return choose(
+        request.venv,
+        shared,
+        request.uv.link_mode,
+        state_root(os.path.expanduser("~"), os.environ),
+    )
+
+
+def _after_install(request: InstallRequest, link: str | None) -> None:
+    """Remember how the venv's files were installed; a venv that stops being linked
+    gets its own copy of every file an earlier install linked."""
+    if link is None or request.uv.dry_run:
+        return
+    from safe_pip.installer.link_mode import break_links, remember
+    from safe_pip.launcher.linked_venvs import recorded_link_mode
+
+    if link != "hardlink" and recorded_link_mode(request.venv) == "hardlink":
+        break_links(request.venv)
+    remember(request.venv, link)
 
 
 def _requirements_file(request: InstallRequest, work: str, extra: list[str]) -> str:
@@ -257,22 +339,23 @@ def _quiet(request: InstallRequest) -> list[str]:
     return ["--quiet"] if request.quiet else []
 
 
-def _link_mode(shared: str | None) -> list[str]:
-    """With the shared cache, the venv gets copies, never hard links: a hard-linked
-    venv file *is* the cache file, so anything allowed to write that venv -- a
-    ``safe-run`` with the project writable, say -- would rewrite what every later
-    install reads.  (``clone`` is no answer: where reflinks are missing, uv falls
-    back to hard links.)"""
-    return [] if shared is None else ["--link-mode", "copy"]
+def _link_mode(link: str | None) -> list[str]:
+    """``--link-mode`` as installer/link_mode.py chose it (none: uv's default, for a
+    private cache that is thrown away)."""
+    return [] if link is None else ["--link-mode", link]
 
 
-def _resolution_flags(request: InstallRequest) -> list[str]:
+def _resolution_flags(request: InstallRequest, offer: str | None = None) -> list[str]:
     flags = [*index_arguments(request.index_urls)]
     for file in request.constraint_files:
         flags += ["-c", file]
-    for link in request.find_links:
+    for link in (*request.find_links, *_offered(offer)):
         flags += ["--find-links", link]
     return flags
+
+
+def _offered(offer: str | None) -> tuple[str, ...]:
+    return () if offer is None else (offer,)
 
 
 def _uv(
@@ -283,8 +366,13 @@ def _uv(
     writes: tuple[str, ...] = (),
     shared_cache: str | None = None,
     output: str | None = None,
+    link: str | None = None,
 ) -> int:
-    """``uv ARGS --python <the venv's>`` in the build sandbox, in a fresh private dir."""
+    """``uv ARGS --python <the venv's>`` in the build sandbox, in a fresh private dir.
+
+    ``link="hardlink"``: the run links from the shared cache into the venv, which
+    needs the sandbox without a mount namespace (see run_uv_sandboxed); such a run
+    executes no package code (``--no-build``, inert venv start-up)."""
     from safe_pip.installer.audit import INERT_STARTUP_ENV
 
     python = venv_python(request.venv)
@@ -303,13 +391,19 @@ def _uv(
             output=output,
             extra_env=INERT_STARTUP_ENV,
             credentials=request.credentials,
+            mount_namespace=link != "hardlink",
         )
     finally:
         remove_tree(box)
 
 
 def _wheels_only(
-    request: InstallRequest, work: str, shared: str | None, outcome: InstallOutcome
+    request: InstallRequest,
+    work: str,
+    shared: str | None,
+    link: str | None,
+    offer: str | None,
+    outcome: InstallOutcome,
 ) -> bool:
     """Try the route that runs no package code; True when it installed everything.
 
@@ -317,8 +411,8 @@ def _wheels_only(
     wheel, the staged route takes over and uv's complaint would only confuse.
     """
     requirements = _requirements_file(request, work, [])
-    args = [*_verb(request, requirements), *_quiet(request), "--no-build", *_link_mode(shared)]
-    args += _resolution_flags(request)
+    args = [*_verb(request, requirements), *_quiet(request), "--no-build", *_link_mode(link)]
+    args += _resolution_flags(request, offer)
     args += request.uv.resolution_flags(installing=True)
     if request.uv.dry_run:
         args.append("--dry-run")
@@ -326,10 +420,11 @@ def _wheels_only(
     code = _uv(
         request,
         args,
-        reads=(requirements,),
+        reads=(requirements, *_offered(offer)),
         writes=(request.venv,),
         shared_cache=shared,
         output=log,
+        link=link,
     )
     with open(log, encoding="utf-8", errors="replace") as handle:
         text = handle.read()
@@ -368,12 +463,19 @@ def uv_error_lines(text: str) -> list[str]:
 
 
 def _staged(
-    request: InstallRequest, work: str, shared: str | None, outcome: InstallOutcome
+    request: InstallRequest,
+    work: str,
+    shared: str | None,
+    link: str | None,
+    offer: str | None,
+    outcome: InstallOutcome,
 ) -> None:
     """Resolve in a sandbox, build each sdist/project in its own, install the result."""
     from safe_pip.installer.lock import needs_build, supported_tags
 
-    packages = _resolve(request, work)
+    packages = _resolve(request, work, offer)
+    if packages is not None and offer is not None and _drop_stale_builds(request, packages):
+        packages = _resolve(request, work, offer)  # resolved again without them
     if packages is None:
         outcome.problem, outcome.exit_code = "resolution failed (see uv's message above)", 1
         return
@@ -397,7 +499,10 @@ def _staged(
         return
     wheels = os.path.join(work, "wheels")
     os.mkdir(wheels)
-    built = _build_all(request, work, wheels, to_build, local_builds, outcome)
+    to_store: list[tuple[str, str]] = []
+    built = _build_all(
+        request, work, wheels, to_build, local_builds, outcome, shared, to_store, tags
+    )
     if built is None:
         return
     from safe_pip.installer.collisions import foreign_files
@@ -411,6 +516,7 @@ def _staged(
             )
             outcome.exit_code = 1
             return
+    _store_builds(request, to_store)
     built_names = {_wheel_project(w) for w in built}
     pins = [
         f"{p.name}=={p.version}"
@@ -419,7 +525,7 @@ def _staged(
     ]
     pins += built
     pins += [s for s in request.local_sources if s.endswith(".whl")]
-    code = _install_pins(request, work, pins, shared)
+    code = _install_pins(request, work, pins, shared, link, offer)
     if code != 0:
         outcome.problem, outcome.exit_code = "installing the resolved packages failed", code
         return
@@ -444,8 +550,17 @@ def _build_all(
     to_build: list[LockedPackage],
     local_builds: list[str],
     outcome: InstallOutcome,
+    shared: str | None,
+    to_store: list[tuple[str, str]],
+    tags: frozenset[str],
 ) -> list[str] | None:
-    """Every build this install needs, each in its own sandbox; None on failure."""
+    """Every build this install needs, each in its own sandbox; None on failure.
+
+    An sdist built before (same sha256, same settings, a wheel this Python accepts)
+    comes from the built-wheel cache instead; each new build of an index or find-links
+    sdist goes into it once it has passed the checks (with ``shared``: an install that
+    may use caches at all): the caller stores the ``(wheel, sdist sha256)`` pairs of
+    ``to_store`` once the wheels have passed the checks."""
     from safe_pip.installer.build import build_in_sandbox
     from safe_pip.installer.editable import build_editable_in_sandbox
     from safe_pip.installer.lock import fetch_sdist
@@ -463,7 +578,15 @@ def _build_all(
     build_flags = [*request.uv.build_flags(), *request.uv.everywhere_flags()]
     built = []
     jobs: list[tuple[str, str, bool]] = []  # (label, source, editable)
+    cache = _build_settings(request) if shared is not None else None
+    sdist_digests: dict[str, str] = {}  # sdist path -> its sha256, for the cache
     for package in to_build:
+        label = f"{package.name}=={package.version}"
+        reused = _reuse_build(cache, package, tags, wheels)
+        if reused is not None:
+            built.append(reused)
+            outcome.reused_builds.append(label)
+            continue
         sdist = fetch_sdist(
             package,
             work,
@@ -472,7 +595,9 @@ def _build_all(
             request.credentials,
             request.extra_hosts,
         )
-        jobs.append((f"{package.name}=={package.version}", sdist, False))
+        if package.sdist_sha256 is not None:
+            sdist_digests[sdist] = package.sdist_sha256
+        jobs.append((label, sdist, False))
     jobs += [(os.path.basename(s), s, False) for s in local_builds]
     jobs += [(f"-e {s}", s, True) for s in request.editables]
     for label, source, editable in jobs:
@@ -491,20 +616,77 @@ def _build_all(
             return None
         built.append(result.wheel)
         outcome.built.append(label)
+        if cache is not None and source in sdist_digests:
+            to_store.append((result.wheel, sdist_digests[source]))
     return built
 
 
-def _resolve(request: InstallRequest, work: str) -> list[LockedPackage] | None:
-    """Phase 1: the resolution, or None when uv failed."""
+def _store_builds(request: InstallRequest, to_store: list[tuple[str, str]]) -> None:
+    """Keep the checked builds of sdists for later installs (installer/built_wheels.py).
+    A cache that cannot be written costs the next install a build, nothing more."""
+    from safe_pip.installer.built_wheels import store
+
+    folder = _build_settings(request) if to_store else None
+    if folder is None:
+        return
+    for wheel, sdist_sha256 in to_store:
+        try:
+            store(folder, wheel, sdist_sha256)
+        except OSError:
+            return
+
+
+def _reuse_build(
+    cache: str | None, package: LockedPackage, tags: frozenset[str], wheels: str
+) -> str | None:
+    """A copy in ``wheels`` of the cached build of exactly this sdist, if there is one."""
+    from safe_pip.installer.built_wheels import lookup
+
+    if cache is None or package.version is None or package.sdist_sha256 is None:
+        return None
+    cached = lookup(cache, package.name, package.version, package.sdist_sha256, tags)
+    if cached is None:
+        return None
+    target = os.path.join(wheels, os.path.basename(cached))
+    _link_or_copy(cached, target)
+    return target
+
+
+def _drop_stale_builds(request: InstallRequest, packages: list[LockedPackage]) -> bool:
+    """Remove cached builds of sdists the index now serves with other bytes; True if
+    there were any (the resolution used their metadata, so it must run again)."""
+    from safe_pip.installer.built_wheels import drop, stale_entries
+
+    folder = _build_settings(request)
+    if folder is None:
+        return False
+    stale: list[str] = []
+    for package in packages:
+        if package.version is not None and package.sdist_sha256 is not None:
+            stale += stale_entries(folder, package.name, package.version, package.sdist_sha256)
+    drop(stale)
+    return bool(stale)
+
+
+def _resolve(request: InstallRequest, work: str, offer: str | None) -> list[LockedPackage] | None:
+    """Phase 1: the resolution, or None when uv failed.
+
+    The cached builds (``offer``) are a find-links folder here too, so a version built
+    before resolves from its wheel's metadata: no metadata build.  This sandbox runs
+    package code, so it gets links to them in a folder of its own, not the cache."""
     from safe_pip.installer.lock import parse_lock
+
+    offer = _private_copy(offer, work)
 
     extra = [*request.local_sources, *(f"-e {path}" for path in request.editables)]
     requirements = _requirements_file(request, work, extra)
     out = os.path.join(work, "lock")
+    while os.path.lexists(out):  # resolved again: a new folder, never the old output
+        out += "-again"
     os.mkdir(out)
     lock = os.path.join(out, "pylock.toml")
     args = ["pip", "compile", "--quiet", "--format", "pylock.toml", requirements, "-o", lock]
-    args += _resolution_flags(request)
+    args += _resolution_flags(request, offer)
     args += request.uv.resolution_flags(installing=False)
     if request.exact and "--no-deps" not in args:
         # A lock's export names every package: nothing else may come in, not even
@@ -512,7 +694,7 @@ def _resolve(request: InstallRequest, work: str) -> list[LockedPackage] | None:
         args.append("--no-deps")
     if request.no_build:
         args.append("--no-build")
-    if _uv(request, args, reads=(requirements,), writes=(out,)) != 0:
+    if _uv(request, args, reads=(requirements, *_offered(offer)), writes=(out,)) != 0:
         return None
     try:  # never follow a link the sandbox may have planted in its output
         fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -522,14 +704,34 @@ def _resolve(request: InstallRequest, work: str) -> list[LockedPackage] | None:
         return parse_lock(handle.read(), out)
 
 
-def _install_pins(request: InstallRequest, work: str, pins: list[str], shared: str | None) -> int:
+def _private_copy(offer: str | None, work: str) -> str | None:
+    """Links to the offered wheels in a new folder under ``work`` (already private: as is)."""
+    if offer is None or is_within(offer, work):
+        return offer
+    private = os.path.join(work, "resolve-offer")
+    if not os.path.isdir(private):
+        os.mkdir(private)
+        for name in os.listdir(offer):
+            if name.endswith(".whl") and not name.startswith("."):
+                _link_or_copy(os.path.join(offer, name), os.path.join(private, name))
+    return private
+
+
+def _install_pins(
+    request: InstallRequest,
+    work: str,
+    pins: list[str],
+    shared: str | None,
+    link: str | None,
+    offer: str | None,
+) -> int:
     """Phase 3: exact pins and built wheels, no builds, no resolution; venv writable."""
     pinned = os.path.join(work, "pinned.txt")
     with open(pinned, "w", encoding="utf-8") as handle:
         handle.writelines(pin + "\n" for pin in pins)
     args = [*_verb(request, pinned, "--no-deps"), *_quiet(request), "--no-build"]
-    args += _link_mode(shared)
-    args += _resolution_flags(request)
+    args += _link_mode(link)
+    args += _resolution_flags(request, offer)
     args += request.uv.installation_flags() + request.uv.everywhere_flags()
     if request.uv.index_strategy is not None:
         args += ["--index-strategy", request.uv.index_strategy]
@@ -538,7 +740,8 @@ def _install_pins(request: InstallRequest, work: str, pins: list[str], shared: s
     return _uv(
         request,
         args,
-        reads=(pinned, os.path.join(work, "wheels")),
+        reads=(pinned, os.path.join(work, "wheels"), *_offered(offer)),
         writes=(request.venv,),
         shared_cache=shared,
+        link=link,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from safe_pip._records import replace
+from safe_pip.installer.built_wheels import SUBDIR as BUILT_WHEELS
 from safe_pip.installer.indexes import allowed_hosts
 from safe_pip.installer.uv_binary import find_uv
 from safe_pip.policy.model import EnvPolicy, FilesystemPolicy
@@ -52,6 +53,7 @@ def run_uv_sandboxed(
     output: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     credentials: Sequence[ArmedCredential] = (),
+    mount_namespace: bool = True,
 ) -> int:
     """Run ``uv UV_ARGS`` sandboxed; see :func:`run_in_build_sandbox`."""
     return run_in_build_sandbox(
@@ -67,6 +69,7 @@ def run_uv_sandboxed(
         output=output,
         extra_env=extra_env,
         credentials=credentials,
+        mount_namespace=mount_namespace,
     )
 
 
@@ -86,8 +89,15 @@ def run_in_build_sandbox(
     protected: Sequence[str] = (),
     credentials: Sequence[ArmedCredential] = (),
     guard_persistence: bool = False,
+    mount_namespace: bool = True,
 ) -> int:
     """Run ARGV in the build sandbox; returns its exit code (safe-run's conventions).
+
+    ``mount_namespace=False`` runs it in fallback mode (Landlock and seccomp, no
+    namespaces): for the installs that hard-link from the shared cache, which runs no
+    package code.  In namespace mode the cache and the venv are two bind mounts, and
+    ``link(2)`` between mounts fails (EXDEV) even on one filesystem, so uv would
+    silently copy every file (installer/link_mode.py).
 
     ``guard_persistence``: the writes outside the private directory go through
     safe-run's persistence guard and file broker (launcher/persistence.py): for an
@@ -152,6 +162,8 @@ def run_in_build_sandbox(
     )
     # Index passwords: phantoms in uv's URLs, the real values for the proxy only.
     plan = replace(plan, credentials=tuple(credentials))
+    if not mount_namespace:
+        plan = replace(plan, try_namespaces=False, fallback_chosen=True)
     code = _run_quietly(plan, output)
     if code in INTERRUPTED:
         # Ctrl-C reached the sandbox too (same process group): the user stopped the
@@ -164,13 +176,16 @@ def _with_cache(
     filesystem: FilesystemPolicy, shared_cache: str | None, protected: Sequence[str]
 ) -> FilesystemPolicy:
     """Add ``protected``; lift the deny and protection of the shared cache for the
-    runs that may write it (they run no package code, see safe_pip.installer.cache)."""
+    runs that may write it (they run no package code, see safe_pip.installer.cache),
+    and the deny of the built-wheel cache beside it, which they may read where a
+    ``reads`` grant says so (installer/built_wheels.py)."""
     if shared_cache is None:
         return replace(filesystem, protected=(*filesystem.protected, *protected))
     root = os.path.dirname(shared_cache)
+    lifted = (shared_cache, os.path.join(root, BUILT_WHEELS))
     return replace(
         filesystem,
-        deny=tuple(path for path in filesystem.deny if path != shared_cache),
+        deny=tuple(path for path in filesystem.deny if path not in lifted),
         protected=(*(path for path in filesystem.protected if path != root), *protected),
     )
 

@@ -11,7 +11,8 @@ flag cannot simply be appended: it belongs to the phase whose behaviour it chang
   wheels-only ``uv pip install`` and the staged route's ``uv pip compile``;
 * **installation** — how the chosen files land in the venv: ``--reinstall``,
   ``--reinstall-package``, ``--compile-bytecode``, ``--require-hashes``: the
-  wheels-only install and the staged route's last phase;
+  wheels-only install and the staged route's last phase; ``--link-mode`` is
+  safe-pip's own choice per venv (installer/link_mode.py), not a plain flag;
 * **builds** — ``-C``/``--config-settings``: each sandboxed build, and the
   resolution's metadata builds;
 * **everywhere** — ``--offline`` (and ``--no-cache``, which also keeps this install
@@ -42,8 +43,6 @@ REFUSED = {
     "--no-build-isolation": "every build runs isolated, in its own sandbox; a build "
     "cannot see the venv",
     "--no-build-isolation-package": "every build runs isolated, in its own sandbox",
-    "--link-mode": "safe-pip chooses how files land in the venv (copies where a hard "
-    "link would tie the venv to the shared cache; docs/install.md)",
     "--python-platform": "installing for another platform is not supported yet",
     "--python-version": "installing for another Python version is not supported yet; use --python",
     "--no-verify-hashes": "hashes in requirements files are always checked",
@@ -92,6 +91,9 @@ class UvChoices:
     offline: bool = False
     no_cache: bool = False
     dry_run: bool = False
+    #: hardlink, copy or clone; None: the venv's recorded mode, else hard links
+    #: (installer/link_mode.py).
+    link_mode: str | None = None
 
     def resolution_flags(self, *, installing: bool) -> list[str]:
         """Flags for a phase that resolves: ``uv pip install`` (``installing``) or

@@ -23,11 +23,10 @@ import shutil
 import sys
 
 from safe_pip.errors import SafePipError
+from safe_pip.launcher.linked_venvs import SETTINGS_FILE
 
 WRAPPED_DIR = ".safe-pip-wrapped"
 MARKER = "# safe-pip: wrapped"
-#: The venv's own safe-pip settings, in pyvenv.cfg's ``key = value`` style.
-SETTINGS_FILE = "safe-pip.cfg"
 _WRAP_SETTING = "wrap-scripts = true"
 
 

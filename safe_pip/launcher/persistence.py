@@ -18,6 +18,11 @@ fallback mode):
   ``pip.conf``, the existing ``*.pth`` and ``sitecustomize``/``usercustomize``
   read-only, and its ``site-packages`` is *sealed*: nothing new can appear directly in
   it (no new ``.pth``), while the packages already there stay writable.
+* **venvs linked to safe-pip's cache** (installed with hard links, recorded by
+  ``safe-pip``: :mod:`safe_pip.launcher.linked_venvs`): read-only whole wherever they
+  are under a write grant, even when the policy names them for writing -- their files
+  are the cache's own inodes, so one write would change every later install.  A write
+  grant inside one is dropped, with a line on stderr saying how to get a writable venv.
 * **PATH**: every directory on the caller's ``PATH`` that a write grant covers: a new
   ``ls`` there runs instead of the real one.
 * the policy's ``filesystem.protect`` list (``base`` names the shell start-up files,
@@ -109,6 +114,30 @@ def _venvs_in_reach(write: list[str], known: Iterable[str | None], project_dir: 
     return list(found.values())
 
 
+def linked_venvs_in_reach(
+    write: list[str],
+    *,
+    project_dir: str,
+    venvs: Iterable[str | None],
+    state_roots: list[str],
+) -> list[str]:
+    """The venvs linked to safe-pip's cache that the grants ``write`` reach: under a
+    grant, or holding one.  Costs one registry read when there are write grants."""
+    from safe_pip.launcher.linked_venvs import recorded_link_mode, registered
+
+    if not write:
+        return []
+    found = [v for v in registered(state_roots) if is_venv(v)]
+    found += [
+        v for v in _venvs_in_reach(write, venvs, project_dir) if recorded_link_mode(v) == "hardlink"
+    ]
+    reached: dict[str, None] = {}
+    for venv in found:
+        if _under(venv, write) or any(is_within(grant, venv) for grant in write):
+            reached[os.path.realpath(venv)] = None
+    return list(reached)
+
+
 def guarded_paths(
     write: list[str],
     *,
@@ -116,8 +145,11 @@ def guarded_paths(
     venvs: Iterable[str | None],
     path_dirs: Iterable[str],
     git: str = "read-only",
+    linked_venvs: Iterable[str] = (),
 ) -> tuple[list[str], list[str]]:
     """``(protected, sealed)`` for a run whose write grants are ``write``.
+
+    ``linked_venvs`` (from :func:`linked_venvs_in_reach`) are read-only whole.
 
     ``git``: "commit" leaves a repository's objects, refs and index writable and keeps
     only what git runs or obeys read-only (:data:`GIT_KEPT`).
@@ -138,7 +170,11 @@ def guarded_paths(
             protected.extend(os.path.join(git_dir, name) for name in GIT_KEPT)
         else:
             protected.append(git_dir)
+    linked = {os.path.realpath(v) for v in linked_venvs}
+    protected.extend(linked)
     for venv in _venvs_in_reach(write, venvs, project_dir):
+        if os.path.realpath(venv) in linked:
+            continue
         if any(is_within(grant, venv) for grant in write):
             # The policy names the venv (or a path inside it) for writing: keep what
             # runs at every start read-only, and let nothing new appear beside it.

@@ -79,6 +79,9 @@ class SandboxPlan:
     #: Persistent write grants: the program gets them read-only and the broker (its
     #: parent) writes for it.  None when the policy grants no such writes.
     broker: BrokerPlan | None = None
+    #: Fallback mode was chosen on purpose (safe-pip's hard-linking installs), so the
+    #: warning that namespaces are missing would be wrong.
+    fallback_chosen: bool = False
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:
@@ -200,24 +203,66 @@ def build_grants(
     persistent = [path for path in fs.write if not is_within(path, private_dir)]
     protected: list[str] = []
     sealed: list[str] = []
+    write = list(fs.write)
     if guard_persistence and persistent:
-        from safe_pip.launcher.persistence import guarded_paths
+        from safe_pip.launcher.persistence import guarded_paths, linked_venvs_in_reach
 
+        known_venvs = (venv, caller_env.get("VIRTUAL_ENV"))
+        linked = linked_venvs_in_reach(
+            persistent,
+            project_dir=policy.project_dir,
+            venvs=known_venvs,
+            state_roots=_state_roots(caller_env),
+        )
+        if linked:
+            write = _without_grants_inside(write, linked)
+            persistent = [path for path in write if not is_within(path, private_dir)]
         protected, sealed = guarded_paths(
             persistent,
             project_dir=policy.project_dir,
-            venvs=(venv, caller_env.get("VIRTUAL_ENV")),
+            venvs=known_venvs,
             path_dirs=caller_env.get("PATH", "").split(":"),
             git=fs.git,
+            linked_venvs=linked,
         )
     return FsGrants(
         read=tuple(map(pure_path, dict.fromkeys(read))),
-        write=tuple(map(pure_path, dict.fromkeys([*fs.write, private_dir]))),
+        write=tuple(map(pure_path, dict.fromkeys([*write, private_dir]))),
         deny=fs.deny,
         protected=tuple(map(pure_path, dict.fromkeys([*fs.protected, *protected]))),
         devices_rw=DEVICES_RW,
         sealed=tuple(map(pure_path, dict.fromkeys(sealed))),
     )
+
+
+def _state_roots(caller_env: Mapping[str, str]) -> list[str]:
+    """safe-pip's state directories (``$XDG_STATE_HOME/safe-pip`` and the default):
+    where the registry of linked venvs is."""
+    from safe_pip.policy.trust import state_root
+
+    home = caller_env.get("HOME", "")
+    roots = [state_root(home, caller_env), state_root(home, {})]
+    return [root for root in dict.fromkeys(roots) if root is not None]
+
+
+def _without_grants_inside(write: list[str], linked: list[str]) -> list[str]:
+    """``write`` without the grants that name a linked venv or a path inside one (those
+    stay read-only: launcher/persistence.py), saying so once on stderr."""
+    kept = []
+    for grant in write:
+        venv = next((v for v in linked if is_within(os.path.realpath(grant), v)), None)
+        if venv is None:
+            kept.append(grant)
+            continue
+        os.write(
+            2,
+            (
+                f"safe-run: {venv} stays read-only: its files are hard links into "
+                "safe-pip's cache; to make it writable, install into it with "
+                "`safe-pip install --link-mode copy`\n"
+            ).encode(errors="replace"),
+        )
+    return kept
 
 
 def sandbox_path_dirs(

@@ -112,9 +112,11 @@ def _kill_children() -> None:
             pass
 
 
-def _start_or_abandon_network(network: NetworkSetup, report: RunReport) -> None:
+def _start_or_abandon_network(
+    network: NetworkSetup, report: RunReport, *, warn_fallback: bool = True
+) -> None:
     """Once the children have set up: start the proxy, or close it if setup failed."""
-    if report.error is None and report.mode == "fallback":
+    if report.error is None and report.mode == "fallback" and warn_fallback:
         os.write(2, FALLBACK_NETWORK_WARNING.encode())
     if report.error is None:
         import _thread
@@ -227,7 +229,7 @@ def run_sandboxed(
             if report.init_pid is not None:
                 forward_to.append(report.init_pid)
             if network is not None:
-                _start_or_abandon_network(network, report)
+                _start_or_abandon_network(network, report, warn_fallback=not plan.fallback_chosen)
 
         if tracer is None:
             finish_setup()

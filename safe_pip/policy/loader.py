@@ -185,8 +185,10 @@ def load_policy(
     # in namespace mode, so the denied directory cannot be renamed away and replaced.
     for root in cache.roots:
         merger.deny.setdefault(root + "/policy")
-        # safe-pip's install cache: code that can write it poisons later installs.
+        # safe-pip's install cache and its cache of built wheels: code that can write
+        # them poisons later installs (installer/cache.py, installer/built_wheels.py).
         merger.deny.setdefault(root + "/uv")
+        merger.deny.setdefault(root + "/built-wheels")
     protected += cache.roots
     # Approvals likewise: code that could write one would approve its own policy.
     for root in store.roots:
