@@ -121,19 +121,44 @@ def uv_is_the_backend(requires: Sequence[str], backend: str) -> bool:
     projects ``uv init`` makes)."""
     if backend != "uv_build" or len(requires) != 1:
         return False
-    from importlib.metadata import PackageNotFoundError, version
-
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
+    from safe_pip.installer.uv_binary import uv_version
+
+    ours = uv_version()
     try:
         requirement = Requirement(requires[0])
-        ours = version("uv")
-    except (InvalidRequirement, PackageNotFoundError):
+    except InvalidRequirement:
+        return False
+    if ours is None:
         return False
     if canonicalize_name(requirement.name) != "uv-build" or requirement.marker is not None:
         return False
     return requirement.specifier.contains(ours, prereleases=True)
+
+
+def _uv_build_editable(
+    project: str,
+    staging: str,
+    python: str,
+    private_dir: str,
+    extra_reads: Sequence[str],
+    log: str,
+) -> int:
+    """``uv build-backend build-editable`` run directly in the sandbox: uv_build is
+    declarative (no hook, no build environment, no network), so the project is only
+    read and the sandbox needs no proxy, no file broker and no Python driver."""
+    uv = find_uv()
+    return run_in_build_sandbox(
+        [uv, "--directory", project, "build-backend", "build-editable", staging],
+        python=python,
+        private_dir=private_dir,
+        reads=(project, *extra_reads),
+        writes=(staging,),
+        index_urls=(),
+        output=log,
+    )
 
 
 def build_editable_in_sandbox(
@@ -176,24 +201,27 @@ def build_editable_in_sandbox(
             "config_settings": dict(config_settings or {}),
         }
         log = os.path.join(private_dir, "build.log")
-        code = run_in_build_sandbox(
-            [python, "-I", "-S", "-c", _DRIVER, json.dumps(spec)],
-            python=python,
-            private_dir=private_dir,
-            reads=(project, *extra_reads),
-            writes=(staging, project),
-            protected=(
-                os.path.join(project, "pyproject.toml"),
-                os.path.join(project, ".git", "hooks"),
-                os.path.join(project, ".git", "config"),
-            ),
-            index_urls=index_urls,
-            extra_hosts=extra_hosts,
-            allow_degraded=allow_degraded,
-            credentials=credentials,
-            output=None if verbose else log,
-            guard_persistence=True,  # the project's venvs, .git and PATH dirs stay put
-        )
+        if spec["uv_backend"]:
+            code = _uv_build_editable(project, staging, python, private_dir, extra_reads, log)
+        else:
+            code = run_in_build_sandbox(
+                [python, "-I", "-S", "-c", _DRIVER, json.dumps(spec)],
+                python=python,
+                private_dir=private_dir,
+                reads=(project, *extra_reads),
+                writes=(staging, project),
+                protected=(
+                    os.path.join(project, "pyproject.toml"),
+                    os.path.join(project, ".git", "hooks"),
+                    os.path.join(project, ".git", "config"),
+                ),
+                index_urls=index_urls,
+                extra_hosts=extra_hosts,
+                allow_degraded=allow_degraded,
+                credentials=credentials,
+                output=None if verbose else log,
+                guard_persistence=True,  # the project's venvs, .git and PATH dirs stay put
+            )
         label = os.path.basename(project)
         if code != 0:
             show_failed_build(None if verbose else log, f"-e {label}")

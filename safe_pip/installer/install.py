@@ -229,7 +229,7 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
     link = _choose_link_mode(request, shared)
     work = make_private_dir()  # trusted scratch: requirements, the lock, wheels
     try:
-        offer = _built_offer(request, shared, work)
+        offer = _built_offer(request, shared, work, fresh_venv=outcome.created_venv)
         # --no-binary asks for a build (and uv refuses it beside --no-build).
         if not request.editables and not request.local_sources and not request.uv.no_binary:
             if _wheels_only(request, work, shared, link, offer, outcome):
@@ -237,6 +237,13 @@ def _install_into(request: InstallRequest, outcome: InstallOutcome) -> None:
                 return
             if outcome.problem is not None:
                 return
+        elif _lock_sync(request) and _sync_with_built_projects(
+            request, work, shared, link, offer, outcome
+        ):
+            _after_install(request, link)
+            return
+        if outcome.problem is not None:
+            return
         outcome.route = "staged"
         _staged(request, work, shared, link, offer, outcome)
         if outcome.problem is None:
@@ -254,7 +261,9 @@ def _build_settings(request: InstallRequest) -> str | None:
     )
 
 
-def _built_offer(request: InstallRequest, shared: str | None, work: str) -> str | None:
+def _built_offer(
+    request: InstallRequest, shared: str | None, work: str, *, fresh_venv: bool
+) -> str | None:
     """The built-wheel cache's folder for this install as a find-links location, when
     the install uses the shared cache (a private-cache install builds afresh).
 
@@ -271,6 +280,8 @@ def _built_offer(request: InstallRequest, shared: str | None, work: str) -> str 
     wheels = sorted(n for n in os.listdir(folder) if n.endswith(".whl") and not n.startswith("."))
     if not wheels:
         return None
+    if fresh_venv:
+        return folder  # nothing installed yet that a wheel could overwrite
     clean = [n for n in wheels if not foreign_files(os.path.join(folder, n), request.venv)]
     if len(clean) == len(wheels):
         return folder
@@ -286,6 +297,60 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def _lock_sync(request: InstallRequest) -> bool:
+    """A sync from a lock: every dependency is pinned with its hashes already, so only
+    the project itself (and its path dependencies) need building, no resolution."""
+    return (
+        request.exact
+        and bool(request.requirement_files)
+        and not request.packages
+        and not request.uv.no_binary
+        and not request.uv.dry_run
+        and not request.no_build
+    )
+
+
+def _sync_with_built_projects(
+    request: InstallRequest,
+    work: str,
+    shared: str | None,
+    link: str | None,
+    offer: str | None,
+    outcome: InstallOutcome,
+) -> bool:
+    """Build the project (and its path dependencies), check the wheels, then install
+    them with the lock's pins in one run that builds nothing: what ``uv sync`` does,
+    without the staged route's resolution.  False (and no problem) when a pin has no
+    wheel: the staged route then resolves and builds it."""
+    from safe_pip.installer.collisions import foreign_files
+
+    wheels = os.path.join(work, "project-wheels")
+    os.mkdir(wheels)
+    local_builds = [s for s in request.local_sources if not s.endswith(".whl")]
+    to_store: list[tuple[str, str]] = []
+    built = _build_all(
+        request, work, wheels, [], local_builds, outcome, shared, to_store, frozenset()
+    )
+    if built is None:
+        return False
+    for wheel in built:
+        clashes = foreign_files(wheel, request.venv)
+        if clashes:
+            outcome.problem = (
+                f"{os.path.basename(wheel)} would overwrite files it does not own: "
+                f"{', '.join(clashes[:3])}; refusing it"
+            )
+            outcome.exit_code = 1
+            return False
+    built += [s for s in request.local_sources if s.endswith(".whl")]
+    if _wheels_only(request, work, shared, link, offer, outcome, built=built):
+        outcome.route = "staged"
+        return True
+    if outcome.problem is None:
+        outcome.built.clear()  # the staged route builds them again
+    return False
 
 
 def _choose_link_mode(request: InstallRequest, shared: str | None) -> str | None:
@@ -404,13 +469,16 @@ def _wheels_only(
     link: str | None,
     offer: str | None,
     outcome: InstallOutcome,
+    built: list[str] | None = None,
 ) -> bool:
     """Try the route that runs no package code; True when it installed everything.
 
     uv's output is held back: when the only trouble was a requirement without a
     wheel, the staged route takes over and uv's complaint would only confuse.
+    ``built``: wheels of the command's own projects, built and checked already
+    (:func:`_sync_with_built_projects`), installed along.
     """
-    requirements = _requirements_file(request, work, [])
+    requirements = _requirements_file(request, work, built or [])
     args = [*_verb(request, requirements), *_quiet(request), "--no-build", *_link_mode(link)]
     args += _resolution_flags(request, offer)
     args += request.uv.resolution_flags(installing=True)
@@ -420,7 +488,7 @@ def _wheels_only(
     code = _uv(
         request,
         args,
-        reads=(requirements, *_offered(offer)),
+        reads=(requirements, *_offered(offer), *(built or [])),
         writes=(request.venv,),
         shared_cache=shared,
         output=log,

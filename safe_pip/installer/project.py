@@ -55,9 +55,16 @@ def lock_project(
     quiet: bool = False,
 ) -> None:
     """Lock ``project_dir`` (``check``: only verify that ``uv.lock`` is up to date);
-    raises SafePipError with uv's reason shown above it."""
+    raises SafePipError with uv's reason shown above it.  Nothing runs when an earlier
+    lock left these very files up to date (installer/fresh_locks.py)."""
+    from safe_pip.installer import fresh_locks
     from safe_pip.installer.build import _copy_project
+    from safe_pip.policy.trust import state_root
 
+    state = state_root(os.path.expanduser("~"), os.environ)
+    inputs = [python, *index_arguments(index_urls), *uv_flags]
+    if fresh_locks.is_fresh(state, fresh_locks.digest(project_dir, inputs)):
+        return
     private_dir = make_private_dir()
     try:
         copy = _copy_project(project_dir, os.path.join(private_dir, "project"))
@@ -80,10 +87,11 @@ def lock_project(
                     f"{os.path.join(project_dir, LOCK)} is not up to date with pyproject.toml "
                     "(--locked); run 'safe-pip lock' to update it"
                 )
-            return
-        if code != 0:
+        elif code != 0:
             raise SafePipError("locking failed (see uv's message above)")
-        _take_lock(os.path.join(copy, LOCK), os.path.join(project_dir, LOCK))
+        else:
+            _take_lock(os.path.join(copy, LOCK), os.path.join(project_dir, LOCK))
+        fresh_locks.remember(state, fresh_locks.digest(project_dir, inputs, files_in=copy))
     finally:
         remove_tree(private_dir)
 

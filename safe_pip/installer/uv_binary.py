@@ -28,3 +28,21 @@ def find_uv() -> str:
             ) from None
         path = found
     return os.path.realpath(path)
+
+
+def uv_version() -> str | None:
+    """The version of the ``uv`` package safe-pip runs, from its ``dist-info`` folder's
+    name (``importlib.metadata`` would cost tens of milliseconds on every install)."""
+    try:
+        import uv
+    except ImportError:
+        return None
+    site = os.path.dirname(os.path.dirname(os.path.abspath(uv.__file__)))
+    try:
+        names = os.listdir(site)
+    except OSError:
+        return None
+    for name in names:
+        if name.startswith("uv-") and name.endswith(".dist-info"):
+            return name[len("uv-") : -len(".dist-info")]
+    return None
