@@ -274,3 +274,28 @@ def test_an_editable_build_cannot_plant_code_in_the_projects_venv(
                           "print(os.environ.get('PLANTED'))"], capture_output=True, text=True,
                          check=False)  # fmt: skip
     assert ran.stdout.strip() == "None", ran.stdout + ran.stderr
+
+
+def test_sync_locks_again_whenever_the_project_changed(
+    world: World, project_index: LocalIndex
+) -> None:
+    """A sync right after a lock skips the sandboxed ``uv lock`` (nothing it reads has
+    changed: installer/fresh_locks.py), but one byte changed in ``pyproject.toml`` or
+    ``uv.lock`` means locking again: a dependency added by hand is installed."""
+    project = uv_init_project(world.root)
+    first = safe_pip(world, "namespace", project, project_index, "add", BENIGN_WHEEL)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = safe_pip(world, "namespace", project, project_index, "sync")
+    assert again.returncode == 0, again.stdout + again.stderr
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace(f'"{BENIGN_WHEEL}>=0.1.0"', f'"{BENIGN_WHEEL}>=0.1.0", "benign-sdist"')
+    )
+    edited = safe_pip(world, "namespace", project, project_index, "sync")
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    assert "benign-sdist" in (project / "uv.lock").read_text()
+    assert "benign-sdist" in venv_names(project / ".venv")
+    # The lock itself edited by hand (an old copy put back): locked again too.
+    (project / "uv.lock").write_text((project / "uv.lock").read_text() + "\n")
+    relocked = safe_pip(world, "namespace", project, project_index, "sync", "--locked")
+    assert relocked.returncode == 0, relocked.stdout + relocked.stderr
