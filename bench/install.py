@@ -259,15 +259,19 @@ def pypi_allow_args() -> list[str]:
     return args
 
 
+def direct_opener(env: Mapping[str, str]) -> urllib.request.OpenerDirector:
+    """An HTTPS opener that connects as the tools will: directly (no proxy from this
+    process's environment), trusting ``SSL_CERT_FILE`` of ``env`` when it is set."""
+    context = ssl.create_default_context(cafile=env.get("SSL_CERT_FILE") or None)
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+
+
 def pypi_problem(env: dict[str, str]) -> str | None:
     """Why pypi.org cannot be used from here, or None when it answers."""
-    cafile = env.get("SSL_CERT_FILE") or None
     try:
-        context = ssl.create_default_context(cafile=cafile)
-        # Directly, as the tools will connect: no proxy from this process's environment.
-        opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-        )
+        opener = direct_opener(env)
         with opener.open(f"{PYPI_URL}/six/", timeout=15) as reply:
             reply.read()
     except (OSError, ValueError) as exc:
