@@ -43,6 +43,8 @@ TYPED_SUPPORT_PATHS = (
     "bench/startup.py",
     "bench/network.py",
     "bench/install.py",
+    "bench/workloads.py",
+    "bench/perf.py",
     "bench/credentials.py",
     "bench/learn.py",
     "bench/writes.py",
