@@ -249,9 +249,10 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
     for kind, title in titles.items():
         goal = workloads.GOALS[kind]
         lines.append(f"{title} <= {goal.text()} s")
-        for row in results.get("install", []):
-            if row["kind"] != kind:
-                continue
+        rows = [row for row in results.get("install", []) if row["kind"] == kind]
+        if not rows:
+            lines.append("    (not measured in this run)")
+        for row in rows:
             where = f"{row['index']:<5} {row['work']}"
             if "verdict" not in row:
                 why = row["error"] or f"skipped: {row['skipped']}"
@@ -262,12 +263,14 @@ def goal_lines(results: dict[str, Any]) -> list[str]:
                 f"(limit {row['limit_s']:.2f} s)"
             )
     lines.append(f"(4) safe-run start-up <= bare python -c pass + {STARTUP_GOAL_MS:g} ms")
-    for row in results.get("startup", []):
-        if "verdict" in row:
-            lines.append(
-                f"    {row['verdict']}  namespace: +{row['added_ms']:.1f} ms "
-                f"({row['safe_run']['median_ms']:.1f} vs {row['bare']['median_ms']:.1f} ms)"
-            )
+    rows = [row for row in results.get("startup", []) if "verdict" in row]
+    if not rows:
+        lines.append("    (not measured in this run)")
+    for row in rows:
+        lines.append(
+            f"    {row['verdict']}  namespace: +{row['added_ms']:.1f} ms "
+            f"({row['safe_run']['median_ms']:.1f} vs {row['bare']['median_ms']:.1f} ms)"
+        )
     return lines
 
 
@@ -281,7 +284,12 @@ def compile_bytecode(safe_run: Path) -> None:
         "import compileall, os, safe_pip; "
         "compileall.compile_dir(os.path.dirname(safe_pip.__file__), quiet=1, workers=0)"
     )
-    subprocess.run([str(python), "-c", code], check=False)
+    # -I: the installed package, not a source tree in the working directory.
+    done = subprocess.run(
+        [str(python), "-I", "-c", code], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        print(f"perf.py: could not compile safe_pip: {done.stderr.strip()}", file=sys.stderr)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
