@@ -8,7 +8,8 @@ turns a cold session install from tens of seconds into about one.
     nox -s lint typecheck        # static checks
     nox -s tests                 # the test suite (posargs go to pytest)
     nox -s tests -- -m sandbox   # only the tests that start real sandboxes
-    nox -s bench                 # start-up benchmark (posargs go to bench/startup.py)
+    nox -s bench                 # the performance issue's benchmark (posargs go to bench/perf.py)
+    nox -s bench_startup         # start-up alone (posargs go to bench/startup.py)
     nox -s bench_network         # network proxy benchmark (posargs go to bench/network.py)
     nox -s bench_install         # safe-pip install vs uv (posargs go to bench/install.py)
     nox -s bench_credentials     # phantom-token routes (posargs go to bench/credentials.py)
@@ -43,6 +44,8 @@ TYPED_SUPPORT_PATHS = (
     "bench/startup.py",
     "bench/network.py",
     "bench/install.py",
+    "bench/workloads.py",
+    "bench/perf.py",
     "bench/credentials.py",
     "bench/learn.py",
     "bench/writes.py",
@@ -89,7 +92,20 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Time `safe-run` against a bare interpreter start; see bench/README.md."""
+    """The performance issue's benchmark in one run (bench/perf.py; bench/README.md).
+
+    safe-pip against bare uv on the issue's install workloads (a local index and
+    pypi.org), `safe-run` start-up against bare python and bubblewrap, and the proxy
+    figures, each with its goal's verdict.  Several minutes; `-- --quick` for fewer
+    rounds.  pytest is installed because the local index is tests/pkg_index.py's.
+    """
+    session.install(".", "pytest")
+    session.run("python", "bench/perf.py", *session.posargs)
+
+
+@nox.session
+def bench_startup(session: nox.Session) -> None:
+    """Only `safe-run` against a bare interpreter start, with more options (bench/startup.py)."""
     session.install(".")
     session.run("python", "bench/startup.py", *session.posargs)
 
@@ -98,8 +114,8 @@ def bench(session: nox.Session) -> None:
 def bench_network(session: nox.Session) -> None:
     """Time safe-run's network proxy against direct loopback transfers (bench/network.py).
 
-    A session of its own rather than part of `bench`: it moves gigabytes through the
-    proxy and takes a minute or more, and its options are not startup.py's.
+    `bench` runs a shorter version of it; this one moves gigabytes through the proxy,
+    takes a minute or more and has all of network.py's options.
     """
     session.install(".")
     session.run("python", "bench/network.py", *session.posargs)
@@ -109,9 +125,9 @@ def bench_network(session: nox.Session) -> None:
 def bench_install(session: nox.Session) -> None:
     """Time `safe-pip install` against bare `uv pip install` (bench/install.py).
 
-    A session of its own rather than part of `bench`: it installs dozens of packages
-    many times over, from a local index and from pypi.org, and takes minutes.  pytest
-    is installed because the benchmark serves its index with tests/pkg_index.py.
+    Beside `bench`'s install rows: this one also measures cold caches and uv with
+    safe-pip's link mode (`--link-mode copy`).  pytest is installed because the
+    benchmark serves its index with tests/pkg_index.py.
     """
     session.install(".", "pytest")
     session.run("python", "bench/install.py", *session.posargs)

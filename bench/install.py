@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,24 +182,32 @@ def python_tag(python: str) -> tuple[str, str]:
     return short, full
 
 
-def missing_wheels(directory: Path) -> list[str]:
-    """The pins without a wheel in ``directory`` (``name==version``)."""
+def missing_files(directory: Path, pins: Mapping[str, str], *, sdist: bool = False) -> list[str]:
+    """The pins without a file in ``directory`` (``name==version``): a wheel, or with
+    ``sdist`` a source distribution (``.tar.gz`` or ``.zip``)."""
     have = set()
-    for wheel in directory.glob("*.whl") if directory.is_dir() else []:
-        project = project_of(wheel.name)
-        if project is not None:
-            have.add((project, wheel.name.split("-")[1]))
-    return [f"{name}=={version}" for name, version in PINS.items() if (name, version) not in have]
+    for path in directory.iterdir() if directory.is_dir() else []:
+        project = project_of(path.name)
+        if project is None or path.name.endswith(".whl") == sdist:
+            continue
+        if sdist:
+            version = path.name.removesuffix(".tar.gz").removesuffix(".zip").rsplit("-", 1)[1]
+        else:
+            version = path.name.split("-")[1]
+        have.add((project, version))
+    return [f"{name}=={version}" for name, version in pins.items() if (name, version) not in have]
 
 
-def ensure_wheels(directory: Path, short_version: str, uv: str) -> None:
+def ensure_wheels(
+    directory: Path, short_version: str, uv: str, pins: Mapping[str, str] = PINS
+) -> None:
     """Download the pinned wheels for ``short_version`` once; later runs reuse them.
 
-    ``--no-deps`` because :data:`PINS` is already closed under dependencies, and
+    ``--no-deps`` because the pins are already closed under dependencies, and
     ``--python-version`` so the wheels fit the target interpreter, not this one.  pip
     from this interpreter if it has one, else pip run by uv (a nox venv has no pip).
     """
-    missing = missing_wheels(directory)
+    missing = missing_files(directory, pins)
     if not missing:
         return
     print(f"downloading {len(missing)} wheels into {directory} (once)", file=sys.stderr)
@@ -224,7 +232,7 @@ def ensure_wheels(directory: Path, short_version: str, uv: str) -> None:
             errors.append(f"{' '.join(command[:4])}: {done.stderr.strip()[-800:]}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    still = missing_wheels(directory)
+    still = missing_files(directory, pins)
     if still:
         raise BenchError(f"wheels missing for {', '.join(still)}:\n" + "\n".join(errors))
 
@@ -251,15 +259,19 @@ def pypi_allow_args() -> list[str]:
     return args
 
 
+def direct_opener(env: Mapping[str, str]) -> urllib.request.OpenerDirector:
+    """An HTTPS opener that connects as the tools will: directly (no proxy from this
+    process's environment), trusting ``SSL_CERT_FILE`` of ``env`` when it is set."""
+    context = ssl.create_default_context(cafile=env.get("SSL_CERT_FILE") or None)
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+
+
 def pypi_problem(env: dict[str, str]) -> str | None:
     """Why pypi.org cannot be used from here, or None when it answers."""
-    cafile = env.get("SSL_CERT_FILE") or None
     try:
-        context = ssl.create_default_context(cafile=cafile)
-        # Directly, as the tools will connect: no proxy from this process's environment.
-        opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-        )
+        opener = direct_opener(env)
         with opener.open(f"{PYPI_URL}/six/", timeout=15) as reply:
             reply.read()
     except (OSError, ValueError) as exc:
@@ -335,21 +347,26 @@ def installed(venv: Path) -> set[tuple[str, str]]:
     return found
 
 
-def install_once(bench: Bench, tool: str, cell: Cell, cache: Path) -> float:
-    """Install the pins into a fresh venv with ``tool``; return the seconds it took.
+def run_checked(
+    argv: Sequence[str],
+    env: dict[str, str],
+    cwd: Path,
+    venv: Path,
+    expected: set[tuple[str, str]],
+    what: str,
+) -> float:
+    """Run one install command; return its seconds of wall clock.
 
-    Only the install command is timed.  The venv is checked afterwards and removed;
-    any failure raises :class:`BenchError` with the tool's output, because a broken
-    install would otherwise be recorded as a fast one.
+    Only the command is timed.  Afterwards the venv must hold exactly ``expected``
+    (``(project, version)`` pairs); anything else raises :class:`BenchError` with the
+    tool's output, because a broken install would otherwise be recorded as a fast one.
     """
-    venv = make_venv(bench)
-    argv = install_command(bench, tool, cell, venv)
     start = time.perf_counter_ns()
     try:
         done = subprocess.run(
             argv,
-            env=cache_env(bench, tool, cache),
-            cwd=venv.parent,
+            env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -357,11 +374,9 @@ def install_once(bench: Bench, tool: str, cell: Cell, cache: Path) -> float:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{tool} ({cell.index}, {cell.cache}) hung for {exc.timeout}s") from exc
+        raise BenchError(f"{what} hung for {exc.timeout}s") from exc
     elapsed = (time.perf_counter_ns() - start) / 1e9
-    expected = set(PINS.items())
     got = installed(venv)
-    shutil.rmtree(venv.parent, ignore_errors=True)
     if done.returncode != 0 or got != expected:
         problem = f"exit {done.returncode}"
         if done.returncode == 0:
@@ -370,11 +385,30 @@ def install_once(bench: Bench, tool: str, cell: Cell, cache: Path) -> float:
                 f"missing {sorted(expected - got)}, unexpected {sorted(got - expected)}"
             )
         raise BenchError(
-            f"{tool} install ({cell.index} index, {cell.cache} cache) failed: {problem}\n"
+            f"{what} failed: {problem}\n"
             f"command: {' '.join(argv)}\n"
             f"--- stdout ---\n{done.stdout.strip()}\n--- stderr ---\n{done.stderr.strip()}"
         )
     return elapsed
+
+
+def install_once(bench: Bench, tool: str, cell: Cell, cache: Path) -> float:
+    """Install the pins into a fresh venv with ``tool``; return the seconds it took.
+
+    The venv is made before the timer starts and removed after the check.
+    """
+    venv = make_venv(bench)
+    try:
+        return run_checked(
+            install_command(bench, tool, cell, venv),
+            cache_env(bench, tool, cache),
+            venv.parent,
+            venv,
+            set(PINS.items()),
+            f"{tool} install ({cell.index} index, {cell.cache} cache)",
+        )
+    finally:
+        shutil.rmtree(venv.parent, ignore_errors=True)
 
 
 # --- the run --------------------------------------------------------------------------

@@ -375,14 +375,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; exit 1 if any case could not be measured, 2 on bad setup."""
-    args = parse_args(argv)
+def collect(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """Measure the parts ``args`` asks for: the JSON-shaped results, and whether any
+    case failed.  bench/perf.py calls this with its own short settings."""
     python = Path(sys.executable)
     safe_run: Path = args.safe_run
-    if not (safe_run.is_file() and os.access(safe_run, os.X_OK)):
-        print(f"network.py: no executable safe-run at {safe_run}", file=sys.stderr)
-        return 2
     prefix = [str(safe_run), *(["--venv", str(args.venv)] if args.venv else [])]
     base_env = {
         key: value
@@ -434,6 +431,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure(series, args.startup_runs, project, 0)
             results["startup"] = add_proxy_cost(summarize_ms(series, "python"))
             failed |= any(item.error for item in series)
+    return results, failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; exit 1 if any case could not be measured, 2 on bad setup."""
+    args = parse_args(argv)
+    safe_run: Path = args.safe_run
+    if not (safe_run.is_file() and os.access(safe_run, os.X_OK)):
+        print(f"network.py: no executable safe-run at {safe_run}", file=sys.stderr)
+        return 2
+    results, failed = collect(args)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
