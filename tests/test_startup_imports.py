@@ -280,3 +280,36 @@ def test_installed_safe_run_launcher_stays_lean(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert "safe_pip.cli.run" in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+# -- garbage collection during start-up ---------------------------------------------------
+
+
+def test_the_launcher_starts_without_cyclic_gc() -> None:
+    """scripts/safe-run turns collection off before its first import (start-up
+    allocates enough to run about a dozen collections)."""
+    launcher = Path(PACKAGE_PARENT) / "scripts" / "safe-run"
+    if not launcher.exists():
+        pytest.skip("not a source checkout")
+    code = launcher.read_text(encoding="utf-8")
+    assert code.index("gc.disable()") < code.index("from safe_pip")
+
+
+def test_resume_gc_freezes_then_enables_only_when_it_was_off() -> None:
+    import gc
+
+    from safe_pip.launcher.child import resume_gc
+
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        frozen = gc.get_freeze_count()
+        resume_gc()  # on already (safe-pip, tests): nothing to do
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+        gc.disable()
+        resume_gc()
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+        if not was_enabled:
+            gc.disable()

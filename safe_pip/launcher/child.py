@@ -15,6 +15,7 @@ Layer order in the target process (last process before ``execve``), and why:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -78,6 +79,20 @@ class ChildNetwork:
     port: int
     channel_fd: int
     host_listener_fd: int
+
+
+def resume_gc() -> None:
+    """Turn cyclic garbage collection back on once start-up is over, if the launcher
+    (scripts/safe-run) turned it off; for processes that then live as long as the
+    program (the supervisor with its proxy, the broker).
+
+    Everything allocated so far (modules, classes, the plan) lives to the end anyway:
+    it is frozen first, so no collection walks it again -- a walk writes to every
+    object and would copy each page shared with the children.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def report(fd: int, line: str) -> None:
@@ -257,6 +272,7 @@ def parent_of_target(
                 channel.close()
                 exec_target(plan, mode, report_fd, rules, net, broker_fd=broker_end.fileno())
             exec_target(plan, mode, report_fd, rules, net)
+        resume_gc()  # with a broker, this process lives as long as the program
         os.close(report_fd)
         if net is not None:
             os.close(net.channel_fd)

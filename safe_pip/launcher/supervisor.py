@@ -19,6 +19,7 @@ from safe_pip.launcher.child import (
     landlock_rules_for,
     mount_plan,
     preload_broker,
+    resume_gc,
     stage1,
 )
 from safe_pip.launcher.leftovers import children_of, kill_leftovers
@@ -218,6 +219,7 @@ def run_sandboxed(
                 stage1(plan, write_fd, root, ns_rules, child_net, None, *extra)
             os.close(go_write)
             stage1(plan, write_fd, root, ns_rules, child_net, go_read, *extra)
+        resume_gc()  # start-up is over; the proxy and learn mode's tracer run for long
         os.close(write_fd)
         if events_write >= 0:
             os.close(events_write)
