@@ -503,6 +503,11 @@ def test_an_install_stopped_at_any_point_leaves_the_venv_as_before_or_after(
             assert waiting.returncode == 0, waited
         found, imports = _state(venv)
         assert imports, (found, err)
+        if process.returncode == -signal.SIGTERM:
+            # On a loaded machine the signal can land while Python is still starting,
+            # before safe-pip handles it: killed before it did anything.
+            assert found == before, found
+            continue
         assert process.returncode in (0, 130), (process.returncode, err)
         if process.returncode == 130:
             assert "interrupted" in err, err
@@ -512,7 +517,8 @@ def test_an_install_stopped_at_any_point_leaves_the_venv_as_before_or_after(
         else:  # whole, or stopped after the install was complete (while reporting)
             assert found["flagpkg"] == "1.1" and {"withdep", "flagdep"} <= set(found), found
             outcomes.add("after")
-        assert not list(world.root.glob(".safe-pip-*")), "no snapshot or trash left"
+        left = list(world.root.glob(".safe-pip-*"))
+        assert not left, f"left {[p.name for p in left]} (exit {process.returncode}): {err[-300:]}"
         # Back to the old state for the next round.
         reset = run(world, "namespace", *base, "--reinstall", "flagpkg==1.0")
         assert reset.returncode == 0, reset.stderr

@@ -176,3 +176,34 @@ def test_allow_hosts_from_the_users_config_and_the_approved_project(tmp_path: Pa
     assert project_hosts(str(project), str(home), env)[1].approved  # type: ignore[union-attr]
     (project / "pyproject.toml").write_text('[tool.safe-pip]\nallow-hosts = ["evil.example"]\n')
     assert project_hosts(str(project), str(home), env)[1].state == "changed"  # type: ignore[union-attr]
+
+
+def test_a_signal_during_an_uninterrupted_step_is_raised_after_it() -> None:
+    """SIGTERM in the middle of a step that must not be cut in half (putting a venv
+    back, deleting a snapshot): the step finishes, then KeyboardInterrupt comes."""
+    import signal
+
+    from safe_pip.interrupts import install_handlers, uninterrupted
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    install_handlers()
+    steps: list[str] = []
+
+    def step() -> None:
+        steps.append("begun")
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the eval loop checks for signals here
+            pass
+        steps.append("done")
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            uninterrupted(step)
+        assert steps == ["begun", "done"]
+        with pytest.raises(KeyboardInterrupt):  # outside a step: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

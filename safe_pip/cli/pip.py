@@ -520,18 +520,14 @@ def _check_arguments_are_text(argv: list[str]) -> None:
             raise SafePipError(f"the argument {shown!r} is not valid UTF-8") from None
 
 
-def _stop_on_signal(signum: int, _frame: object) -> None:
-    """SIGTERM and SIGHUP end a run like Ctrl-C: through the same unwinding, so an
-    install puts the venv back before safe-pip exits."""
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     import os
-    import signal
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on_signal)
+    from safe_pip.interrupts import install_handlers
+
+    # SIGTERM and SIGHUP end a run like Ctrl-C: through the same unwinding, so an
+    # install puts the venv back before safe-pip exits.
+    install_handlers()
     code = _main()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -159,6 +159,7 @@ def _install_locked(request: InstallRequest) -> InstallOutcome:
     next run (:func:`~safe_pip.installer.rollback.recover`)."""
     from safe_pip.installer.audit import describe, findings_to_json, new_findings, snapshot
     from safe_pip.installer.rollback import VenvBackup, recover
+    from safe_pip.interrupts import uninterrupted
 
     undone = recover(request.venv)
     if undone is not None:
@@ -166,11 +167,13 @@ def _install_locked(request: InstallRequest) -> InstallOutcome:
     outcome = InstallOutcome(dry_run=request.uv.dry_run)
     outcome.created_venv = ensure_venv(request.venv, request.python)
     backup = None
-    if not outcome.created_venv and not request.uv.dry_run:
-        backup = VenvBackup.take(request.venv)
-    before_state = snapshot(request.venv)
-    before = before_state.versions()
     try:
+        # Inside the try: an interruption right after the snapshot puts it back (it is
+        # the venv as it is) instead of leaving it for the next run to find.
+        if not outcome.created_venv and not request.uv.dry_run:
+            backup = VenvBackup.take(request.venv)
+        before_state = snapshot(request.venv)
+        before = before_state.versions()
         _install_into(request, outcome)
         if outcome.problem is None:
             findings = new_findings(request.venv, before_state)
@@ -192,7 +195,7 @@ def _install_locked(request: InstallRequest) -> InstallOutcome:
             backup = None
     except BaseException:
         if outcome.created_venv:
-            remove_tree(request.venv)
+            uninterrupted(lambda: remove_tree(request.venv))
         elif backup is not None:
             backup.restore()
             backup = None

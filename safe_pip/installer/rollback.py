@@ -34,6 +34,7 @@ import stat
 
 from safe_pip._records import record
 from safe_pip.errors import SafePipError
+from safe_pip.interrupts import uninterrupted
 from safe_pip.launcher.scratch import remove_tree
 
 BACKUP_PREFIX = ".safe-pip-rollback-"
@@ -61,20 +62,27 @@ class VenvBackup:
             _clone_tree(venv, os.path.join(directory, _TREE))
             _mark(directory, _COMPLETE, "")
         except BaseException as exc:
-            remove_tree(directory)
+            uninterrupted(lambda: remove_tree(directory))
             if isinstance(exc, OSError):
                 raise SafePipError(f"cannot back up {venv}: {exc}") from None
             raise
         return cls(venv=venv, directory=directory)
 
     def restore(self) -> None:
-        """Make the venv what it was at :meth:`take`; the backup is used up.
+        """Make the venv what it was at :meth:`take`; the backup is used up (a second
+        call, or :meth:`discard` after it, does nothing).
 
         Two renames, so the venv path never holds a mix of old and new files: the
         current venv moves aside, the snapshot moves in, the old one is deleted.
         Nothing is created on the way (a rename within one directory needs no free
-        space), so a full disk cannot stop it.
+        space), so a full disk cannot stop it.  SIGINT, SIGTERM and SIGHUP wait until
+        it is done (safe_pip/interrupts.py).
         """
+        uninterrupted(self._restore)
+
+    def _restore(self) -> None:
+        if not os.path.isdir(self.directory):
+            return  # done already (the KeyboardInterrupt held till then came after it)
         moved = _sibling_name(self.venv, _TRASH_PREFIX)
         had_venv = os.path.lexists(self.venv)
         if had_venv:
@@ -85,13 +93,23 @@ class VenvBackup:
             if had_venv:
                 os.rename(moved, self.venv)
             raise
+        self._drop()
         if had_venv:
             remove_tree(moved)
-        remove_tree(self.directory)
 
     def discard(self) -> None:
         """Delete the snapshot (the install is kept); the venv is not touched."""
-        remove_tree(self.directory)
+        uninterrupted(self._drop)
+
+    def _drop(self) -> None:
+        """Rename the snapshot's directory to trash first, then delete it: a run killed
+        while deleting leaves trash, which :func:`recover` removes, never a snapshot
+        with holes that it would put back."""
+        if not os.path.isdir(self.directory):
+            return  # used up already
+        trash = _sibling_name(self.venv, _TRASH_PREFIX)
+        os.rename(self.directory, trash)
+        remove_tree(trash)
 
 
 def recover(venv: str) -> str | None:
@@ -116,7 +134,10 @@ def recover(venv: str) -> str | None:
         for entry in entries:
             if not entry.name.startswith(prefix + _tag(name) + "-"):
                 continue
-            if prefix == BACKUP_PREFIX and os.path.exists(os.path.join(entry.path, _COMPLETE)):
+            whole = os.path.exists(os.path.join(entry.path, _COMPLETE)) and os.path.isdir(
+                os.path.join(entry.path, _TREE)
+            )
+            if prefix == BACKUP_PREFIX and whole:
                 VenvBackup(venv=venv, directory=entry.path).restore()
                 undone = (
                     f"an earlier install into {venv} was killed half-way; the venv was put "

@@ -191,8 +191,11 @@ def run_sandboxed(
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     report = RunReport()
     forward_to: list[int] = []
+    signalled: list[int] = []  # what was forwarded: a setup it cut short was stopped
 
     def forward(signum: int, _frame: object) -> None:
+        if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signalled.append(signum)
         for pid in forward_to[-1:]:
             try:
                 os.kill(pid, signum)
@@ -270,6 +273,10 @@ def run_sandboxed(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         kill_leftovers()
+    if signalled and (report.error is not None or report.mode == "unknown"):
+        # SIGINT/SIGTERM/SIGHUP while the sandbox was being set up: stopped, as the
+        # program would have been (128 + the signal), not "could not start".
+        return 128 + signalled[0]
     if report.error is not None:
         raise SafePipError(report.error[1], report.error[0])
     if report.mode == "unknown":
