@@ -532,6 +532,11 @@ def test_turning_a_linked_venv_into_copies_breaks_every_link(
     third = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, "--reinstall", BENIGN_WHEEL)
     assert third.returncode == 0, third.stderr
     assert _installed_module(venv).stat().st_ino not in _cache_inodes(world)
+    # ...and safe-run lets a policy make it writable again.
+    script = world.write_script(OVERWRITE_FROM_SANDBOX.format(poison=POISON), "overwrite.py")
+    _grant_write(world, venv)
+    wrote = world.run_safe(mode, str(script), str(_installed_module(venv)))
+    assert wrote.stdout.startswith("WROTE"), wrote.stdout + wrote.stderr
 
 
 # --- the cache of built wheels ------------------------------------------------------------

@@ -127,13 +127,16 @@ def linked_venvs_in_reach(
 
     if not write:
         return []
-    found = [v for v in registered(state_roots) if is_venv(v)]
-    found += [
-        v for v in _venvs_in_reach(write, venvs, project_dir) if recorded_link_mode(v) == "hardlink"
-    ]
     reached: dict[str, None] = {}
-    for venv in found:
-        if _under(venv, write) or any(is_within(grant, venv) for grant in write):
+    for venv in registered(state_roots):
+        # Reach first (string work only: the registry lists every venv ever linked);
+        # a venv turned into copies since (link-mode = copy, links broken) is free.
+        if not (_under(venv, write) or any(is_within(grant, venv) for grant in write)):
+            continue
+        if is_venv(venv) and recorded_link_mode(venv) not in ("copy", "clone"):
+            reached[venv] = None
+    for venv in _venvs_in_reach(write, venvs, project_dir):
+        if recorded_link_mode(venv) == "hardlink":
             reached[os.path.realpath(venv)] = None
     return list(reached)
 
