@@ -539,6 +539,28 @@ def test_turning_a_linked_venv_into_copies_breaks_every_link(
     assert wrote.stdout.startswith("WROTE"), wrote.stdout + wrote.stderr
 
 
+def test_a_venv_the_policy_writes_gets_copies_by_itself(
+    world: World, mode: str, index: LocalIndex
+) -> None:
+    """The project's ``[tool.safe-run]`` names the venv for writing: safe-pip installs
+    copies without being asked, so the policy holds under safe-run (no read-only
+    line) and a write there reaches no cache file."""
+    venv = world.root / "venv-written"
+    _grant_write(world, venv)
+    first = safe_pip(world, mode, "--venv", str(venv), "-i", index.url, BENIGN_WHEEL)
+    assert first.returncode == 0, first.stderr
+    assert (venv / "safe-pip.cfg").read_text().splitlines()[-1] == "link-mode = copy"
+    assert _installed_module(venv).stat().st_ino not in _cache_inodes(world)
+    script = world.write_script(OVERWRITE_FROM_SANDBOX.format(poison=POISON), "overwrite.py")
+    wrote = world.run_safe(mode, str(script), str(_installed_module(venv)))
+    assert wrote.stdout.startswith("WROTE"), wrote.stdout + wrote.stderr
+    assert "stays read-only" not in wrote.stderr
+    later = world.root / "venv-later"
+    second = safe_pip(world, mode, "--venv", str(later), "-i", index.url, BENIGN_WHEEL)
+    assert second.returncode == 0, second.stderr
+    assert run_script(later, "benign-hello").strip() == f"hello from {BENIGN_WHEEL}"
+
+
 # --- the cache of built wheels ------------------------------------------------------------
 
 

@@ -13,9 +13,11 @@ cache.  The guarantee is split between the two commands:
   persistence guard (:mod:`safe_pip.launcher.persistence`) keeps every recorded venv
   under a write grant read-only whole, whatever the policy says, and says so once
   when the policy names it for writing.
-* **A venv that must be writable is never linked.**  ``--link-mode copy`` (or
-  ``clone``) makes it a venv of copies, remembered in its ``safe-pip.cfg`` for every
-  later install and sync, and breaks the links of the files a linked install left.
+* **A venv that must be writable is never linked.**  One that a project's
+  ``[tool.safe-run]`` names for writing gets copies by itself; ``--link-mode copy``
+  (or ``clone``) makes any venv one of copies.  Either is remembered in its
+  ``safe-pip.cfg`` for every later install and sync, and the links a linked install
+  left are broken.
 
 A reflink (``FICLONE``, btrfs and XFS) shares blocks until one side writes, which is
 both fast and safe; uv's ``clone`` mode silently falls back to hard links where the
@@ -60,6 +62,8 @@ def choose(
     if cache is None:
         return None
     wanted = requested or recorded_link_mode(venv) or "hardlink"
+    if requested is None and wanted == "hardlink" and a_policy_writes(venv):
+        wanted = "copy"  # safe-run would keep a linked venv read-only against the policy
     if wanted in ("hardlink", "clone") and reflinks_work(cache, venv):
         return "clone"
     if wanted == "clone":
@@ -75,6 +79,32 @@ def _fallback_mode_works() -> bool:
     from safe_pip.sandbox import landlock
 
     return landlock.abi_version() >= 6
+
+
+def a_policy_writes(venv: str) -> bool:
+    """Whether the ``[tool.safe-run]`` policy of the project holding the venv, or of the
+    project here, names the venv (or a path inside it) for writing: such a venv gets
+    copies, or safe-run would have to keep it read-only against its own policy.  A
+    policy that cannot be read names nothing (safe-run will say why)."""
+    from safe_pip.errors import SafePipError
+    from safe_pip.policy.loader import CliOverrides, load_policy
+    from safe_pip.policy.model import is_within
+
+    real = os.path.realpath(venv)
+    for start in dict.fromkeys([os.path.dirname(real), os.getcwd()]):
+        try:
+            policy = load_policy(
+                cwd=start,
+                project=None,
+                overrides=CliOverrides(),
+                variables=os.environ,
+                home=os.path.expanduser("~"),
+            )
+        except (SafePipError, OSError, ValueError):
+            continue
+        if any(is_within(os.path.realpath(grant), real) for grant in policy.filesystem.write):
+            return True
+    return False
 
 
 def reflinks_work(cache: str, venv: str) -> bool:
