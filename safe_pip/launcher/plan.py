@@ -258,8 +258,8 @@ def _without_grants_inside(write: list[str], linked: list[str]) -> list[str]:
             2,
             (
                 f"safe-run: {venv} stays read-only: its files are hard links into "
-                "safe-pip's cache; to make it writable, install into it with "
-                "`safe-pip install --link-mode copy`\n"
+                "safe-pip's cache; the next `safe-pip install` or `sync` into it makes "
+                "them copies, since the policy names it (or pass --link-mode copy)\n"
             ).encode(errors="replace"),
         )
     return kept
