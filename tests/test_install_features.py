@@ -564,19 +564,24 @@ def test_a_venv_the_policy_writes_gets_copies_by_itself(
 # --- the cache of built wheels ------------------------------------------------------------
 
 
+def _setuptools_sdist(
+    index: LocalIndex, name: str, files: dict[str, str], tool_table: str = ""
+) -> None:
+    """``name`` 0.3 as an sdist only (replacing an older file of that name), from
+    :data:`SETUPTOOLS_PYPROJECT` with ``tool_table`` put before its scripts."""
+    pyproject = SETUPTOOLS_PYPROJECT.format(
+        name=name, version="0.3", dependencies="[]", module=name.replace("-", "_")
+    )
+    if tool_table:
+        pyproject = pyproject.replace("[project.scripts]", tool_table + "\n[project.scripts]")
+    write_sdist(index.directory, name, "0.3", {"pyproject.toml": pyproject, **files})
+
+
 def _sdist_with_greeting(index: LocalIndex, name: str, greeting: str) -> None:
     """``name`` 0.3 as an sdist only, printing ``greeting`` (replaces an older file)."""
     module = name.replace("-", "_")
-    write_sdist(
-        index.directory,
-        name,
-        "0.3",
-        {
-            "pyproject.toml": SETUPTOOLS_PYPROJECT.format(
-                name=name, version="0.3", dependencies="[]", module=module
-            ),
-            f"src/{module}/__init__.py": f"def main():\n    print({greeting!r})\n",
-        },
+    _setuptools_sdist(
+        index, name, {f"src/{module}/__init__.py": f"def main():\n    print({greeting!r})\n"}
     )
 
 
@@ -623,22 +628,15 @@ def test_a_cached_build_that_would_overwrite_anothers_files_is_not_offered(
     again rather than installed from the cache."""
     name = f"squatter-{secrets.token_hex(3)}"
     module = name.replace("-", "_")
-    write_sdist(
-        index.directory,
+    _setuptools_sdist(
+        index,
         name,
-        "0.3",
         {
-            "pyproject.toml": SETUPTOOLS_PYPROJECT.format(
-                name=name, version="0.3", dependencies="[]", module=module
-            ).replace(
-                "[project.scripts]",
-                '[tool.setuptools]\npackages = ["'
-                + module
-                + '", "benign_wheel"]\npackage-dir = {"" = "src"}\n\n[project.scripts]',
-            ),
             f"src/{module}/__init__.py": "def main():\n    print('hi')\n",
             "src/benign_wheel/__init__.py": POISON,
         },
+        tool_table=f'[tool.setuptools]\npackages = ["{module}", "benign_wheel"]\n'
+        'package-dir = {"" = "src"}\n',
     )
     clean = world.root / "clean"
     first = safe_pip(world, mode, "--venv", str(clean), "-i", index.url, name)

@@ -327,8 +327,6 @@ def _sync_with_built_projects(
     them with the lock's pins in one run that builds nothing: what ``uv sync`` does,
     without the staged route's resolution.  False (and no problem) when a pin has no
     wheel: the staged route then resolves and builds it."""
-    from safe_pip.installer.collisions import foreign_files
-
     wheels = os.path.join(work, "project-wheels")
     os.mkdir(wheels)
     local_builds = [s for s in request.local_sources if not s.endswith(".whl")]
@@ -338,15 +336,8 @@ def _sync_with_built_projects(
     )
     if built is None:
         return False
-    for wheel in built:
-        clashes = foreign_files(wheel, request.venv)
-        if clashes:
-            outcome.problem = (
-                f"{os.path.basename(wheel)} would overwrite files it does not own: "
-                f"{', '.join(clashes[:3])}; refusing it"
-            )
-            outcome.exit_code = 1
-            return False
+    if _refuse_clashes(built, request.venv, outcome):
+        return False
     built += [s for s in request.local_sources if s.endswith(".whl")]
     if _wheels_only(request, work, shared, link, offer, outcome, built=built):
         outcome.route = "staged"
@@ -576,17 +567,8 @@ def _staged(
     )
     if built is None:
         return
-    from safe_pip.installer.collisions import foreign_files
-
-    for wheel in built:
-        clashes = foreign_files(wheel, request.venv)
-        if clashes:
-            outcome.problem = (
-                f"{os.path.basename(wheel)} would overwrite files it does not own: "
-                f"{', '.join(clashes[:3])}; refusing it"
-            )
-            outcome.exit_code = 1
-            return
+    if _refuse_clashes(built, request.venv, outcome):
+        return
     _store_builds(request, to_store)
     built_names = {_wheel_project(w) for w in built}
     pins = [
@@ -600,6 +582,24 @@ def _staged(
     if code != 0:
         outcome.problem, outcome.exit_code = "installing the resolved packages failed", code
         return
+
+
+def _refuse_clashes(built: list[str], venv: str, outcome: InstallOutcome) -> bool:
+    """True (and the outcome says why) when a built wheel would overwrite files that
+    another distribution in ``venv`` owns: the check every build passes before it is
+    installed (installer/collisions.py)."""
+    from safe_pip.installer.collisions import foreign_files
+
+    for wheel in built:
+        clashes = foreign_files(wheel, venv)
+        if clashes:
+            outcome.problem = (
+                f"{os.path.basename(wheel)} would overwrite files it does not own: "
+                f"{', '.join(clashes[:3])}; refusing it"
+            )
+            outcome.exit_code = 1
+            return True
+    return False
 
 
 def _canonical(name: str) -> str:
