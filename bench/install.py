@@ -304,18 +304,18 @@ def install_command(bench: Bench, tool: str, cell: Cell, venv: Path) -> list[str
     """The same request for every tool: the pins, from the same index."""
     pins = [f"{name}=={version}" for name, version in PINS.items()]
     if tool in UV_EXTRA_ARGS:
-        python = str(venv / "bin" / "python")
-        return [
-            bench.uv,
-            "pip",
-            "install",
-            "--python",
-            python,
-            "--default-index",
-            cell.url,
-            *UV_EXTRA_ARGS[tool],
-            *pins,
-        ]
+        return uv_install_argv(bench, venv, cell.url, [*UV_EXTRA_ARGS[tool], *pins])
+    return safe_pip_install_argv(bench, venv, cell.url, [*cell.extra_safe_pip_args, *pins])
+
+
+def uv_install_argv(bench: Bench, venv: Path, url: str, args: Sequence[str]) -> list[str]:
+    """Bare ``uv pip install ARGS`` into ``venv`` from the index at ``url``."""
+    python = str(venv / "bin" / "python")
+    return [bench.uv, "pip", "install", "--python", python, "--default-index", url, *args]
+
+
+def safe_pip_install_argv(bench: Bench, venv: Path, url: str, args: Sequence[str]) -> list[str]:
+    """``safe-pip install ARGS`` into ``venv`` from the index at ``url``."""
     return [
         bench.safe_pip,
         "install",
@@ -324,9 +324,8 @@ def install_command(bench: Bench, tool: str, cell: Cell, venv: Path) -> list[str
         "--python",
         bench.python,
         "-i",
-        cell.url,
-        *cell.extra_safe_pip_args,
-        *pins,
+        url,
+        *args,
     ]
 
 

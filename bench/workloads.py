@@ -50,6 +50,8 @@ from install import (
     make_venv,
     missing_files,
     run_checked,
+    safe_pip_install_argv,
+    uv_install_argv,
 )
 from pkg_index import normalize, project_of
 from startup import percentile
@@ -447,29 +449,8 @@ def command(bench: Bench, tool: str, row: Row, venv: Path) -> list[str]:
     assert row.constraints is not None
     request = ["-c", str(row.constraints), *row.workload.specifiers()]
     if tool == "uv":
-        python = str(venv / "bin" / "python")
-        return [
-            bench.uv,
-            "pip",
-            "install",
-            "--python",
-            python,
-            "--default-index",
-            row.url,
-            *request,
-        ]
-    return [
-        bench.safe_pip,
-        "install",
-        "--venv",
-        str(venv),
-        "--python",
-        bench.python,
-        "-i",
-        row.url,
-        *row.safe_pip_args,
-        *request,
-    ]
+        return uv_install_argv(bench, venv, row.url, request)
+    return safe_pip_install_argv(bench, venv, row.url, [*row.safe_pip_args, *request])
 
 
 def run_once(bench: Bench, tool: str, row: Row, caches: Mapping[str, Path]) -> float:
